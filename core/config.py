@@ -1,0 +1,321 @@
+"""Run configuration: model, training and data dataclasses, presets and `--set` overrides.
+
+Every config is a plain dataclass that round-trips through JSON. Variants are chosen by
+name (``ffn="dual"``) and resolved in :mod:`core.ffn`; nothing here holds code.
+"""
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+FFN_SHARES = ("all", "updown", "none")
+FFN_THRESHOLDS = ("jumprelu", "shifted_relu", "cats")
+FFN_MATCHES = ("width", "params")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None or value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _one_of(obj: Any, name: str, allowed: tuple) -> None:
+    value = getattr(obj, name)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the Qwen2-style decoder and of its FFN variant (field names follow Qwen2Config)."""
+
+    vocab_size: int = 4096  # embedding rows; tied with lm_head
+    hidden_size: int = 64  # model width d
+    intermediate_size: int = 256  # SwiGLU hidden width h (the reference width for dual too)
+    num_hidden_layers: int = 2  # decoder layers
+    num_attention_heads: int = 2  # query heads; must divide hidden_size
+    num_key_value_heads: int = 1  # key/value heads (GQA); must divide num_attention_heads
+    max_position_embeddings: int = 128  # longest sequence the model is used on
+    rope_theta: float = 1_000_000.0  # rotary base, Qwen2 default
+    rms_norm_eps: float = 1e-6  # RMSNorm epsilon, Qwen2 default
+    initializer_range: float = 0.02  # std of the normal init of all matrices
+    tie_word_embeddings: bool = True  # lm_head shares the embedding matrix
+    ffn: str = "swiglu"  # FFN variant, a name in core.ffn.FFN_REGISTRY
+    ffn_hidden: int = 0  # hidden width of the FFN; 0 = derived from ffn_match
+    ffn_match: str = "width"  # width: h = intermediate_size; params: h chosen to match SwiGLU params
+    ffn_share: str = "all"  # dual: which projections the paths share (all / updown / none)
+    ffn_threshold: str = "jumprelu"  # dual: sparse activation (jumprelu / shifted_relu / cats)
+    threshold_init: float = 0.5  # dual: initial theta, in units of the gate's rms
+    threshold_bandwidth: float = 0.1  # dual: width of theta's pseudo-gradient window (rms units)
+    router_z_loss: float = 1e-3  # dual: weight of the router z-loss
+    router_balance_loss: float = 0.0  # dual: weight of the load-balance loss (0 = off)
+    router_temperature: float = 1.0  # dual: softmax temperature of the router
+
+    def __post_init__(self) -> None:
+        _positive(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                  "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                  "rope_theta", "rms_norm_eps", "initializer_range", "router_temperature",
+                  "threshold_bandwidth")
+        if self.threshold_init <= 0:
+            raise ValueError(f"threshold_init (theta0) must be > 0, got {self.threshold_init!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must divide "
+                             f"hidden_size ({self.hidden_size})")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_key_value_heads ({self.num_key_value_heads}) must divide "
+                             f"num_attention_heads ({self.num_attention_heads})")
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError("hidden_size / num_attention_heads (head dim) must be even for RoPE")
+        if self.ffn_hidden < 0 or self.router_z_loss < 0 or self.router_balance_loss < 0:
+            raise ValueError("ffn_hidden, router_z_loss and router_balance_loss must be >= 0")
+        _one_of(self, "ffn_share", FFN_SHARES)
+        _one_of(self, "ffn_threshold", FFN_THRESHOLDS)
+        _one_of(self, "ffn_match", FFN_MATCHES)
+        from core.ffn import FFN_REGISTRY  # late import: ffn imports this module
+
+        _one_of(self, "ffn", tuple(FFN_REGISTRY))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of one training run."""
+
+    steps: int = 150  # optimizer steps
+    batch_size: int = 16  # sequences per optimizer step (global, over all ranks)
+    grad_accum: int = 1  # micro-batches per step; batch_size must be divisible by grad_accum*ranks
+    seq_len: int = 128  # tokens per sequence
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 10  # linear warmup steps
+    weight_decay: float = 0.1  # AdamW decay, matrices only
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    eval_every: int = 50  # steps between val evaluations (and at the end)
+    eval_batches: int = 4  # val batches per evaluation (fixed set)
+    log_every: int = 10  # steps between metrics lines
+    checkpoint_every: int = 100  # steps between checkpoints (and at the end)
+    seed: int = 0  # fixes init and data order
+    device: str = "auto"  # auto / cpu / cuda / cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) / fp32 / bf16
+    compile: bool = False  # torch.compile the model (CUDA)
+
+    def __post_init__(self) -> None:
+        _positive(self, "steps", "batch_size", "grad_accum", "seq_len", "lr", "eval_every",
+                  "eval_batches", "log_every", "checkpoint_every")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"grad_accum ({self.grad_accum}) must divide batch_size "
+                             f"({self.batch_size})")
+        _one_of(self, "dtype", ("auto", "fp32", "bf16"))
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens come from and how they are tokenized."""
+
+    source: str = "builtin"  # builtin / fineweb / hf:owner/name[:config] / a local path
+    max_bytes: int = 0  # use only the first N bytes of text (0 = all)
+    tokenizer: str = "bpe"  # bpe (trained on the corpus) or a Hub tokenizer name
+    val_fraction: float = 0.05  # tail share of the token stream held out for validation
+    text_column: str = "text"  # column holding the text in Hub / jsonl / parquet sources
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ValueError("source must not be empty")
+        if self.max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {self.max_bytes!r}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs: the three sections plus the preset it came from."""
+
+    preset: str = "micro"  # preset the run started from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.seq_len > self.model.max_position_embeddings:
+            raise ValueError(f"seq_len ({self.train.seq_len}) exceeds max_position_embeddings "
+                             f"({self.model.max_position_embeddings})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        """Rebuild (and validate) a config from :meth:`to_dict` output; unknown keys are errors."""
+        sections = {}
+        for name, kind in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
+            values = dict(raw.get(name, {}))
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"unknown {name} config field(s): {', '.join(unknown)}")
+            sections[name] = kind(**values)
+        return cls(preset=raw.get("preset", "custom"), **sections)
+
+
+_PRESETS: dict[str, dict] = {
+    # CI and smoke runs: trains in seconds on the first ~1 MB of the builtin corpus.
+    "micro": dict(
+        model=dict(vocab_size=4096, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128),
+        train=dict(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=10,
+                   eval_every=50, checkpoint_every=50, log_every=10),
+        data=dict(max_bytes=1_000_000),
+    ),
+    # Trains meaningfully on a 2-core CPU in minutes, on the whole builtin corpus.
+    "tiny": dict(
+        model=dict(vocab_size=8192, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256),
+        train=dict(steps=300, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=20,
+                   eval_every=50, checkpoint_every=100, log_every=10),
+    ),
+    # One GPU.
+    "small": dict(
+        model=dict(vocab_size=32768, hidden_size=384, intermediate_size=1536, num_hidden_layers=8,
+                   num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=1024),
+        train=dict(steps=2000, batch_size=64, seq_len=1024, lr=1e-3, warmup_steps=100,
+                   eval_every=200, eval_batches=8, checkpoint_every=500, log_every=20),
+    ),
+    # The report's 84M Qwen: Qwen2 tokenizer (151,936 padded rows), batch 256 x 2048 on FineWeb.
+    "paper": dict(
+        model=dict(vocab_size=151_936, hidden_size=384, intermediate_size=1536,
+                   num_hidden_layers=12, num_attention_heads=6, num_key_value_heads=2,
+                   max_position_embeddings=2048),
+        train=dict(steps=400, batch_size=256, grad_accum=8, seq_len=2048, lr=3e-4,
+                   warmup_steps=40, eval_every=50, eval_batches=8, checkpoint_every=100,
+                   log_every=10),
+        data=dict(source="fineweb", tokenizer="Qwen/Qwen2.5-0.5B", val_fraction=0.01),
+    ),
+}
+
+PRESETS = tuple(_PRESETS)
+
+
+def preset(name: str) -> RunConfig:
+    """Return a fresh :class:`RunConfig` for a named preset (micro, tiny, small, paper)."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    spec = _PRESETS[name]
+    return RunConfig(preset=name, model=ModelConfig(**spec.get("model", {})),
+                     train=TrainConfig(**spec.get("train", {})),
+                     data=DataConfig(**spec.get("data", {})))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check `value` against a field annotation; ints are accepted where floats are expected."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(annotation):
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
+        raise ValueError(f"--set {key}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _locate(key: str) -> tuple[str, str]:
+    """Resolve `field` or `section.field` to (section, field); ambiguous bare names are errors."""
+    sections = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in sections or name not in {f.name for f in dataclasses.fields(sections[section])}:
+            raise ValueError(f"--set: unknown key {key!r}")
+        return section, name
+    owners = [s for s, kind in sections.items() if key in {f.name for f in dataclasses.fields(kind)}]
+    if not owners:
+        raise ValueError(f"--set: unknown key {key!r}; see `python -m core.config --list`")
+    if len(owners) > 1:
+        raise ValueError(f"--set: key {key!r} is ambiguous; write one of "
+                         f"{', '.join(f'{o}.{key}' for o in owners)}")
+    return owners[0], key
+
+
+def apply_overrides(config: RunConfig, overrides: list[str] | None) -> RunConfig:
+    """Return a copy of `config` with `key=value` overrides applied, type-checked and validated."""
+    changes: dict[str, dict[str, Any]] = {"model": {}, "train": {}, "data": {}}
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        section, name = _locate(key.strip())
+        hints = typing.get_type_hints(type(getattr(config, section)))
+        changes[section][name] = _coerce(key.strip(), _parse_value(text), hints[name])
+    return RunConfig(preset=config.preset,
+                     model=dataclasses.replace(config.model, **changes["model"]),
+                     train=dataclasses.replace(config.train, **changes["train"]),
+                     data=dataclasses.replace(config.data, **changes["data"]))
+
+
+def override_keys() -> dict[str, str]:
+    """Every `--set` key with its section-qualified name, for help texts and UIs."""
+    out = {}
+    for section, kind in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
+        for f in dataclasses.fields(kind):
+            out[f"{section}.{f.name}"] = f.type.__name__ if isinstance(f.type, type) else str(f.type)
+    return out
+
+
+def variant_label(model: ModelConfig) -> str:
+    """Label a variant by `ffn` plus its non-default FFN options, e.g. ``dual+ffn_share=none``."""
+    defaults = ModelConfig()
+    parts = [model.ffn]
+    if model.ffn == "swiglu":
+        options = ("ffn_hidden", "ffn_match")
+    else:
+        options = tuple(f.name for f in dataclasses.fields(ModelConfig)
+                        if f.name.startswith(("ffn_", "threshold_", "router_")))
+    for name in options:
+        value = getattr(model, name)
+        if value != getattr(defaults, name):
+            parts.append(f"{name}={value}")
+    return "+".join(parts)
+
+
+def parse_variant(label: str) -> tuple[str, list[str]]:
+    """Split a variant label into its ffn name and `key=value` overrides (inverse of variant_label)."""
+    ffn, *options = label.split("+")
+    for option in options:
+        if "=" not in option:
+            raise ValueError(f"variant {label!r}: option {option!r} is not key=value")
+    return ffn, [f"model.{o}" for o in options] + [f"model.ffn={ffn}"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--list" in sys.argv:
+        for key, kind in override_keys().items():
+            print(f"{key:32s} {kind}")
+    else:
+        print(preset(sys.argv[1] if len(sys.argv) > 1 else "micro").to_json())

@@ -1,0 +1,207 @@
+"""Feed-forward variants: SwiGLU and the report's dual path (dense + learned-threshold sparse).
+
+Every FFN maps ``x [B, T, d] -> (y [B, T, d], aux_loss scalar, stats dict)``; stats are only
+computed when asked. Variants are registered by name in :data:`FFN_REGISTRY`.
+"""
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import ModelConfig
+
+FFN_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+def register_ffn(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding an FFN to the registry under `name`."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        FFN_REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def build_ffn(config: ModelConfig) -> nn.Module:
+    """Instantiate the FFN variant named by ``config.ffn``."""
+    return FFN_REGISTRY[config.ffn](config)
+
+
+def _projection_count(config: ModelConfig) -> int:
+    """d x h matrices per FFN: SwiGLU 3, dual share=all 3, updown 4, none 6."""
+    if config.ffn == "swiglu":
+        return 3
+    return {"all": 3, "updown": 4, "none": 6}[config.ffn_share]
+
+
+def ffn_hidden_size(config: ModelConfig) -> int:
+    """Hidden width of the FFN: explicit, width-matched, or parameter-matched to SwiGLU."""
+    if config.ffn_hidden:
+        return config.ffn_hidden
+    if config.ffn_match == "width":
+        return config.intermediate_size
+    return max(1, round(config.intermediate_size * 3 / _projection_count(config)))
+
+
+def _linear(d_in: int, d_out: int) -> nn.Linear:
+    return nn.Linear(d_in, d_out, bias=False)
+
+
+@register_ffn("swiglu")
+class SwiGLU(nn.Module):
+    """``down(silu(gate(x)) * up(x))``, as Qwen2MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = ffn_hidden_size(config)
+        self.gate_proj = _linear(config.hidden_size, hidden)
+        self.up_proj = _linear(config.hidden_size, hidden)
+        self.down_proj = _linear(hidden, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, return_stats: bool = False):
+        y = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return y, x.new_zeros(()), {}
+
+
+class _JumpReLU(torch.autograd.Function):
+    """``z * H(z - theta)``: straight-through in z, rectangle-kernel pseudo-gradient in theta.
+
+    d/dtheta uses ``-(theta / eps) * 1[|z - theta| < eps / 2]`` (JumpReLU SAEs), so theta
+    learns although the step function has zero derivative almost everywhere.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, theta: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return z * (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        z, theta = ctx.saved_tensors
+        grad_z = grad_out * (z > theta).to(grad_out.dtype)
+        window = ((z - theta).abs() < ctx.eps / 2).to(grad_out.dtype)
+        grad_theta = -(theta / ctx.eps) * (grad_out * window).sum()
+        return grad_z, grad_theta.to(theta.dtype).reshape(theta.shape), None
+
+
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    """Per-token rms over the hidden dim, without gradient: thresholds live in rms units."""
+    return t.detach().float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt().to(t.dtype)
+
+
+def threshold_activation(kind: str, g: torch.Tensor, theta: torch.Tensor, eps: float):
+    """Sparse-path activation of the gate pre-activation `g` with learned scalar `theta`."""
+    if kind == "jumprelu":
+        scale = _rms(g)
+        return _JumpReLU.apply(g / scale, theta.to(g.dtype), eps) * scale
+    if kind == "shifted_relu":
+        scale = _rms(g)
+        return F.relu(g / scale - theta.to(g.dtype)) * scale
+    if kind == "cats":
+        a = F.silu(g)
+        score = a.abs() / _rms(a)
+        soft = torch.sigmoid((score - theta.to(g.dtype)) / eps)
+        hard = (score > theta.to(g.dtype)).to(g.dtype)
+        return a * (hard + (soft - soft.detach()))  # exactly the hard mask, gradient of the soft
+    raise ValueError(f"unknown threshold type {kind!r}")
+
+
+class Router(nn.Module):
+    """Soft 2-way router (dense, sparse) in fp32, zero-initialised so it starts at 1/2, 1/2."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.proj = nn.Linear(config.hidden_size, 2)
+        self.temperature = config.router_temperature
+        self.z_loss_weight = config.router_z_loss
+        self.balance_weight = config.router_balance_loss
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return weights [..., 2] (fp32) and the router's auxiliary loss."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = F.linear(x.float(), self.proj.weight.float(), self.proj.bias.float())
+        logits = logits / self.temperature
+        weights = logits.softmax(-1)
+        return weights, self._aux_loss(logits, weights)
+
+    def _aux_loss(self, logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        loss = self.z_loss_weight * torch.logsumexp(logits, -1).pow(2).mean()
+        if self.balance_weight:
+            # Switch-Transformer balance: n * sum_i (share of tokens argmax-routed to i) * mean p_i
+            flat = weights.reshape(-1, 2)
+            share = F.one_hot(flat.argmax(-1), 2).float().mean(0)
+            loss = loss + self.balance_weight * 2 * (share * flat.mean(0)).sum()
+        return loss
+
+
+@register_ffn("dual")
+class DualPathFFN(nn.Module):
+    """Report's dual path: a router mixes a dense SwiGLU path and a learned-threshold sparse path.
+
+    ``share="all"``: one gate/up/down; ``updown``: the sparse path has its own gate;
+    ``none``: each path has its own gate/up/down (the report's "initial design").
+    Output = ``r_d * a_d * dense + r_s * a_s * sparse`` (mixed before ``down`` when it is shared).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, h = config.hidden_size, ffn_hidden_size(config)
+        self.share = config.ffn_share
+        self.threshold_kind = config.ffn_threshold
+        self.bandwidth = config.threshold_bandwidth
+        self.gate_proj, self.up_proj, self.down_proj = _linear(d, h), _linear(d, h), _linear(h, d)
+        if self.share in ("updown", "none"):
+            self.sparse_gate_proj = _linear(d, h)
+        if self.share == "none":
+            self.sparse_up_proj, self.sparse_down_proj = _linear(d, h), _linear(h, d)
+        self.router = Router(config)
+        self.threshold = nn.Parameter(torch.tensor(float(config.threshold_init)))
+        self.alpha_dense = nn.Parameter(torch.tensor(1.0))
+        self.alpha_sparse = nn.Parameter(torch.tensor(1.0))
+
+    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden activations of the dense and the sparse path, each [..., h]."""
+        g, u = self.gate_proj(x), self.up_proj(x)
+        dense = F.silu(g) * u
+        g_s = g if self.share == "all" else self.sparse_gate_proj(x)
+        u_s = self.sparse_up_proj(x) if self.share == "none" else u
+        sparse_act = threshold_activation(self.threshold_kind, g_s, self.threshold, self.bandwidth)
+        return dense, sparse_act * u_s
+
+    def forward(self, x: torch.Tensor, return_stats: bool = False):
+        weights, aux = self.router(x)
+        r_d, r_s = (w.unsqueeze(-1).to(x.dtype) for w in weights.unbind(-1))
+        dense, sparse = self._paths(x)
+        a_d, a_s = self.alpha_dense.to(x.dtype), self.alpha_sparse.to(x.dtype)
+        if self.share == "none":
+            y = r_d * a_d * self.down_proj(dense) + r_s * a_s * self.sparse_down_proj(sparse)
+        else:
+            y = self.down_proj(r_d * a_d * dense + r_s * a_s * sparse)
+        stats = self._stats(weights, sparse) if return_stats else {}
+        return y, aux, stats
+
+    def _stats(self, weights: torch.Tensor, sparse: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "router_sparse": weights[..., 1].detach(),
+            "zero_frac": (sparse == 0).float().mean(-1).detach(),
+            "theta": self.threshold.detach().float(),
+            "alpha_dense": self.alpha_dense.detach().float(),
+            "alpha_sparse": self.alpha_sparse.detach().float(),
+        }
+
+
+def ffn_flops_per_token(config: ModelConfig) -> int:
+    """Forward matmul FLOPs of one FFN layer per token (2 per multiply-add), router included."""
+    hidden = ffn_hidden_size(config)
+    flops = 2 * _projection_count(config) * config.hidden_size * hidden
+    if config.ffn == "dual":
+        flops += 2 * config.hidden_size * 2
+    return flops
+
+
+__all__ = ["FFN_REGISTRY", "register_ffn", "build_ffn", "ffn_hidden_size", "ffn_flops_per_token",
+           "threshold_activation", "SwiGLU", "DualPathFFN", "Router"]

@@ -1,0 +1,222 @@
+"""Qwen2-style decoder-only language model with a pluggable FFN.
+
+Submodule names follow transformers' ``Qwen2ForCausalLM`` (``model.layers.N.self_attn.q_proj``,
+``mlp.gate_proj``, ``input_layernorm`` ...), so a SwiGLU checkpoint maps onto it 1:1.
+Run ``python -m core.model --preset paper --ffn swiglu`` for parameter counts and FLOPs.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import ModelConfig, apply_overrides, preset
+from core.ffn import build_ffn, ffn_flops_per_token
+
+
+class RMSNorm(nn.Module):
+    """Qwen2 RMSNorm: normalise in fp32, scale in the input dtype."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate-half RoPE; cos/sin computed in fp32 for the positions in use."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dim = config.head_dim
+        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+        freqs = torch.outer(positions, self.inv_freq.to(device))
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos(), angles.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE to x [B, heads, T, head_dim]."""
+    return (x * cos.to(x.dtype)) + (_rotate_half(x) * sin.to(x.dtype))
+
+
+class Attention(nn.Module):
+    """Causal grouped-query attention (bias on q/k/v, none on o) through SDPA."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, hd = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, hd)
+        self.q_proj = nn.Linear(d, self.num_heads * hd, bias=True)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * hd, bias=True)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * hd, bias=True)
+        self.o_proj = nn.Linear(self.num_heads * hd, d, bias=False)
+
+    def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        batch, seq, _ = t.shape
+        return t.view(batch, seq, n, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        cos, sin = rope
+        q = apply_rotary(self._heads(self.q_proj(x), self.num_heads), cos, sin)
+        k = apply_rotary(self._heads(self.k_proj(x), self.num_kv_heads), cos, sin)
+        v = self._heads(self.v_proj(x), self.num_kv_heads)
+        if self.num_kv_heads != self.num_heads:
+            # Explicit expansion: SDPA's enable_gqa falls back to the slow math kernel on CPU.
+            repeat = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: attention then FFN, each with a residual."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = build_ffn(config)
+
+    def forward(self, x, rope, return_stats: bool = False):
+        x = x + self.self_attn(self.input_layernorm(x), rope)
+        y, aux, stats = self.mlp(self.post_attention_layernorm(x), return_stats)
+        return x + y, aux, stats
+
+
+class Qwen2Model(nn.Module):
+    """Embedding, decoder layers and final norm (transformers' ``Qwen2Model``)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config)
+
+
+@dataclass
+class ModelOutput:
+    """What a forward returns; `stats` is empty unless asked for (and for SwiGLU)."""
+
+    logits: torch.Tensor  # [B, T, V]
+    loss: torch.Tensor | None = None  # cross-entropy + aux_loss, when targets are given
+    aux_loss: torch.Tensor | None = None  # sum of the FFNs' auxiliary losses (0 for swiglu)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # per-layer FFN statistics
+
+
+def _stack_stats(per_layer: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack per-layer stats to [L, ...] (layers 0-based)."""
+    if not per_layer or not per_layer[0]:
+        return {}
+    return {key: torch.stack([s[key] for s in per_layer]) for key in per_layer[0]}
+
+
+class CausalLM(nn.Module):
+    """Decoder LM with tied embeddings (transformers' ``Qwen2ForCausalLM`` layout)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = Qwen2Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for layer in self.model.layers:  # a zero router starts every token at (1/2, 1/2)
+            if hasattr(layer.mlp, "router"):
+                nn.init.zeros_(layer.mlp.router.proj.weight)
+                nn.init.zeros_(layer.mlp.router.proj.bias)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                return_stats: bool = False) -> ModelOutput:
+        """Logits for `input_ids` [B, T]; loss against `targets` [B, T] (-100 = ignore)."""
+        x = self.model.embed_tokens(input_ids)
+        rope = self.model.rotary_emb(input_ids.shape[1], input_ids.device)
+        aux_loss, per_layer = x.new_zeros((), dtype=torch.float32), []
+        for layer in self.model.layers:
+            x, aux, stats = layer(x, rope, return_stats)
+            aux_loss = aux_loss + aux.float()
+            per_layer.append(stats)
+        logits = self.lm_head(self.model.norm(x))
+        loss = None
+        if targets is not None:
+            ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            loss = ce + aux_loss
+        return ModelOutput(logits, loss, aux_loss, _stack_stats(per_layer))
+
+
+def build_model(config: ModelConfig) -> CausalLM:
+    """The one entry point: a freshly initialised model for `config`."""
+    return CausalLM(config)
+
+
+def parameter_counts(model: CausalLM) -> dict[str, int]:
+    """Total (tied weights counted once), embedding and non-embedding parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.model.embed_tokens.weight.numel()
+    if not model.config.tie_word_embeddings:
+        embedding += model.lm_head.weight.numel()
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
+def model_flops_per_token(config: ModelConfig, seq_len: int) -> int:
+    """Forward FLOPs per token: all matmuls (lm_head included) plus causal attention scores."""
+    d, hd = config.hidden_size, config.head_dim
+    qkvo = 2 * d * hd * (2 * config.num_attention_heads + 2 * config.num_key_value_heads)
+    attention = 2 * 2 * config.num_attention_heads * hd * seq_len / 2  # QK^T and AV, causal half
+    per_layer = qkvo + attention + ffn_flops_per_token(config)
+    return int(config.num_hidden_layers * per_layer + 2 * d * config.vocab_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Parameter count and FLOPs of a model config.")
+    parser.add_argument("--preset", default="micro")
+    parser.add_argument("--ffn", default=None, help="FFN variant (default: the preset's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    args = parser.parse_args(argv)
+    try:
+        overrides = ([f"model.ffn={args.ffn}"] if args.ffn else []) + args.overrides
+        config = apply_overrides(preset(args.preset), overrides)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with torch.device("meta"):
+        model = build_model(config.model)
+    counts = parameter_counts(model)
+    for key, value in counts.items():
+        print(f"{key:>14s}: {value:>13,d}  ({value / 1e6:.2f}M)")
+    print(f"{'ffn flops/tok':>14s}: {config.model.num_hidden_layers * ffn_flops_per_token(config.model):>13,d}"
+          f"  (all layers, forward)")
+    print(f"{'model flops/tok':>14s}: {model_flops_per_token(config.model, config.train.seq_len):>13,d}"
+          f"  (forward, seq {config.train.seq_len})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
