@@ -1,0 +1,116 @@
+import pytest
+import torch
+
+from core.config import FFN_THRESHOLDS
+from core.ffn import FFN_REGISTRY, build_ffn, ffn_hidden_size, threshold_activation
+from tests.conftest import tiny_model_config
+
+
+def test_registry_has_both_variants():
+    assert {"swiglu", "dual"} <= set(FFN_REGISTRY)
+
+
+@pytest.mark.parametrize("kind", FFN_THRESHOLDS)
+def test_theta_receives_gradient_and_moves(kind):
+    config = tiny_model_config(ffn="dual", ffn_threshold=kind)
+    ffn = build_ffn(config)
+    x = torch.randn(4, 8, config.hidden_size)
+    target = torch.randn(4, 8, config.hidden_size)
+    theta0 = ffn.threshold.item()
+    opt = torch.optim.SGD([ffn.threshold], lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        y, _, _ = ffn(x)
+        loss = (y - target).pow(2).mean() - y.pow(2).mean()  # rewards opening the sparse path
+        loss.backward()
+        assert ffn.threshold.grad is not None and ffn.threshold.grad.abs().item() > 0
+        opt.step()
+    assert ffn.threshold.item() != pytest.approx(theta0, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", FFN_THRESHOLDS)
+def test_reported_sparsity_is_exact_zero_fraction(kind):
+    config = tiny_model_config(ffn="dual", ffn_threshold=kind)
+    ffn = build_ffn(config)
+    x = torch.randn(3, 5, config.hidden_size)
+    _, _, stats = ffn(x, return_stats=True)
+    g, u = ffn.gate_proj(x), ffn.up_proj(x)
+    sparse = threshold_activation(kind, g, ffn.threshold, config.threshold_bandwidth) * u
+    expected = (sparse == 0).float().mean(-1)
+    assert stats["zero_frac"].shape == (3, 5)
+    torch.testing.assert_close(stats["zero_frac"], expected, rtol=0, atol=0)
+    assert 0 < expected.mean() < 1  # theta0 = 0.5 rms cuts some but not all units
+
+
+def test_jumprelu_values_match_definition():
+    g = torch.tensor([[-2.0, -0.1, 0.2, 0.6, 1.5, 3.0]])
+    theta = torch.tensor(0.5)
+    rms = g.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    expected = g * ((g / rms) > 0.5)
+    torch.testing.assert_close(threshold_activation("jumprelu", g, theta, 0.1), expected)
+    shifted = torch.relu(g / rms - 0.5) * rms
+    torch.testing.assert_close(threshold_activation("shifted_relu", g, theta, 0.1), shifted)
+
+
+def test_jumprelu_theta_gradient_is_rectangle_kernel():
+    z = torch.tensor([[0.46, 0.54, 0.7, 0.1]])  # rms scaled below; window is |z - theta| < eps/2
+    g = z * 1.0
+    theta = torch.tensor(0.5, requires_grad=True)
+    scale = g.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    out = threshold_activation("jumprelu", g * 1.0, theta, 0.2)
+    out.sum().backward()
+    zn = g / scale
+    in_window = ((zn - 0.5).abs() < 0.1).float()
+    expected = (-(0.5 / 0.2) * (in_window * scale)).sum()
+    torch.testing.assert_close(theta.grad, expected)
+
+
+def test_router_starts_uniform_and_z_loss_counts():
+    config = tiny_model_config(ffn="dual", router_z_loss=0.1)
+    ffn = build_ffn(config)
+    torch.nn.init.zeros_(ffn.router.proj.weight)
+    torch.nn.init.zeros_(ffn.router.proj.bias)
+    _, aux, stats = ffn(torch.randn(2, 3, config.hidden_size), return_stats=True)
+    assert torch.all(stats["router_sparse"] == 0.5)
+    # zero logits: logsumexp = ln 2, z-loss = 0.1 * ln(2)^2
+    assert aux.item() == pytest.approx(0.1 * torch.log(torch.tensor(2.0)).item() ** 2)
+
+
+def test_balance_loss_and_temperature():
+    config = tiny_model_config(ffn="dual", router_z_loss=0.0, router_balance_loss=1.0,
+                               router_temperature=2.0)
+    ffn = build_ffn(config)
+    with torch.no_grad():
+        ffn.router.proj.bias.copy_(torch.tensor([2.0, 0.0]))
+        ffn.router.proj.weight.zero_()
+    x = torch.randn(2, 3, config.hidden_size)
+    weights, aux = ffn.router(x)
+    p_dense = torch.sigmoid(torch.tensor(1.0)).item()  # logits / T = (1, 0)
+    assert weights[..., 0].mean().item() == pytest.approx(p_dense, rel=1e-6)
+    assert aux.item() == pytest.approx(2 * p_dense, rel=1e-6)  # every token argmax-routed dense
+
+
+@pytest.mark.parametrize("share, matrices", [("all", 3), ("updown", 4), ("none", 6)])
+def test_parameter_matching(share, matrices):
+    config = tiny_model_config(ffn="dual", ffn_share=share, ffn_match="params")
+    hidden = ffn_hidden_size(config)
+    assert hidden == round(config.intermediate_size * 3 / matrices)
+    assert ffn_hidden_size(tiny_model_config(ffn="dual", ffn_share=share)) == config.intermediate_size
+    assert ffn_hidden_size(tiny_model_config(ffn="dual", ffn_hidden=48)) == 48
+
+
+@pytest.mark.parametrize("share", ["all", "updown", "none"])
+def test_mixture_matches_formula(share):
+    config = tiny_model_config(ffn="dual", ffn_share=share)
+    ffn = build_ffn(config)
+    with torch.no_grad():
+        ffn.router.proj.weight.normal_()
+        ffn.alpha_dense.fill_(0.7)
+        ffn.alpha_sparse.fill_(1.3)
+    x = torch.randn(2, 4, config.hidden_size)
+    y, _, _ = ffn(x)
+    r = torch.softmax(x @ ffn.router.proj.weight.T + ffn.router.proj.bias, -1)
+    dense, sparse = ffn._paths(x)
+    sparse_down = ffn.sparse_down_proj if share == "none" else ffn.down_proj
+    expected = (r[..., :1] * 0.7 * ffn.down_proj(dense) + r[..., 1:] * 1.3 * sparse_down(sparse))
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
