@@ -50,7 +50,8 @@ def _state_dict(model: CausalLM) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_transformers(model: CausalLM, out_dir: str | Path, tokenizer_path: str | Path | None = None) -> Path:
+def export_transformers(model: CausalLM, out_dir: str | Path,
+                        tokenizer_path: str | Path | None = None) -> Path:
     """Write `model` as a transformers Qwen2 folder at `out_dir` (atomically); return the folder.
 
     Raises ValueError for FFN variants transformers cannot represent (dual) and for an

@@ -4,7 +4,7 @@ Every FFN maps ``x [B, T, d] -> (y [B, T, d], aux_loss scalar, stats dict)``; st
 computed when asked. Variants are registered by name in :data:`FFN_REGISTRY`.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

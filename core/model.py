@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = parameter_counts(model)
     for key, value in counts.items():
         print(f"{key:>14s}: {value:>13,d}  ({value / 1e6:.2f}M)")
-    print(f"{'ffn flops/tok':>14s}: {config.model.num_hidden_layers * ffn_flops_per_token(config.model):>13,d}"
-          f"  (all layers, forward)")
+    ffn_flops = config.model.num_hidden_layers * ffn_flops_per_token(config.model)
+    print(f"{'ffn flops/tok':>14s}: {ffn_flops:>13,d}  (all layers, forward)")
     print(f"{'model flops/tok':>14s}: {model_flops_per_token(config.model, config.train.seq_len):>13,d}"
           f"  (forward, seq {config.train.seq_len})")
     return 0
