@@ -9,12 +9,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from core.config import ModelConfig
 from core.ffn import ffn_hidden_size
-from core.model import CausalLM
+from core.model import CausalLM, weights_state
 
 
 def qwen2_config_dict(config: ModelConfig, dtype: str = "float32") -> dict:
@@ -43,13 +42,6 @@ def qwen2_config_dict(config: ModelConfig, dtype: str = "float32") -> dict:
     }
 
 
-def _state_dict(model: CausalLM) -> dict[str, torch.Tensor]:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight")  # transformers re-ties it; safetensors refuses shared storage
-    return state
-
-
 def export_transformers(model: CausalLM, out_dir: str | Path,
                         tokenizer_path: str | Path | None = None) -> Path:
     """Write `model` as a transformers Qwen2 folder at `out_dir` (atomically); return the folder.
@@ -68,7 +60,7 @@ def export_transformers(model: CausalLM, out_dir: str | Path,
     try:
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         (staging / "config.json").write_text(json.dumps(qwen2_config_dict(model.config, dtype), indent=2))
-        save_file(_state_dict(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        save_file(weights_state(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer_path is not None:
             shutil.copyfile(tokenizer_path, staging / "tokenizer.json")
         if out.exists():

@@ -176,6 +176,23 @@ def build_model(config: ModelConfig) -> CausalLM:
     return CausalLM(config)
 
 
+def weights_state(model: CausalLM) -> dict[str, torch.Tensor]:
+    """Contiguous CPU weights for safetensors; a tied lm_head is left out (it is the embedding)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def load_weights_state(model: CausalLM, weights: dict[str, torch.Tensor]) -> None:
+    """Load :func:`weights_state` output (or a transformers Qwen2 state dict) into `model`."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    allowed = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if set(missing) - allowed or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {sorted(set(missing) - allowed)}, "
+                         f"unexpected {sorted(unexpected)}")
+
+
 def parameter_counts(model: CausalLM) -> dict[str, int]:
     """Total (tied weights counted once), embedding and non-embedding parameter counts."""
     total = sum(p.numel() for p in model.parameters())

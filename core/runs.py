@@ -1,0 +1,307 @@
+"""The on-disk run contract; the only module that reads or writes ``runs/``.
+
+Layout: ``<root>/<experiment>/<run>/`` with ``config.json``, ``metrics.jsonl``, ``status.json``,
+``summary.json``, ``tokenizer.json``, ``model.safetensors`` (latest weights) and ``checkpoint/``
+(weights + trainer state of one step, replaced as a whole so the pair is never torn).
+A running trainer holds an exclusive ``flock`` on ``run.lock``: that, not a pid, is liveness.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATES = ("queued", "running", "completed", "failed", "cancelled")
+# One path component; "+" and "=" are allowed after the first character because run names
+# carry variant labels such as "dual+ffn_share=none-s0".
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.+=-]{0,127}")
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training this run."""
+
+
+def runs_root(runs_dir: str | Path | None = None) -> Path:
+    """The runs root: `runs_dir`, else ``$RUNS_DIR``, else ``./runs``."""
+    return Path(runs_dir or os.environ.get("RUNS_DIR") or "runs").absolute()
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Check that `name` is one safe path component (letters, digits, - _ ., no leading dot)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = name if isinstance(name, str) and len(name) <= 60 else f"{str(name)[:60]}..."
+        raise ValueError(f"invalid {what} {shown!r}: use 1-128 letters, digits, '-', '_', '.', "
+                         "'+' or '=', starting with a letter, digit, '-' or '_'")
+    return name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file, fsync and rename: readers see old or new."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+class Run:
+    """One run directory and every read/write on it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).absolute()
+
+    @classmethod
+    def at(cls, root: str | Path, experiment: str, name: str) -> "Run":
+        """The run `name` of `experiment` under `root`; names are validated path components."""
+        validate_name(experiment, "experiment name")
+        validate_name(name, "run name")
+        return cls(Path(root) / experiment / name)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def experiment(self) -> str:
+        return self.path.parent.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.file("config.json").exists()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # config / status / summary ---------------------------------------------------------------
+    def read_config(self) -> dict | None:
+        return _read_json(self.file("config.json"))
+
+    def write_config(self, config: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.file("config.json"), config)
+
+    def read_status(self) -> dict:
+        return _read_json(self.file("status.json")) or {}
+
+    def write_status(self, state: str, **fields: Any) -> dict:
+        """Replace status.json atomically, keeping earlier fields that `fields` does not set."""
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        status = {**self.read_status(), **fields, "state": state, "updated": time.time()}
+        atomic_write_json(self.file("status.json"), status)
+        return status
+
+    def read_summary(self) -> dict:
+        return _read_json(self.file("summary.json")) or {}
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.file("summary.json"), summary)
+
+    # metrics -----------------------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        """Append one JSON line and flush it, so a crash loses at most the line being written."""
+        line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
+        with open(self.file("metrics.jsonl"), "a") as f:
+            f.write(line)
+            f.flush()
+
+    def read_metrics(self, cursor: int = 0) -> tuple[list[dict], int]:
+        """Complete metric lines from byte offset `cursor` on, and the cursor after them.
+
+        A torn (unterminated or unparsable) last line is left for the next call; a cursor
+        beyond the file's size (the file was rewritten by a resume) starts again from 0.
+        """
+        path = self.file("metrics.jsonl")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return [], 0
+        if cursor > size:
+            cursor = 0
+        with open(path, "rb") as f:
+            f.seek(cursor)
+            data = f.read()
+        records, consumed = _parse_lines(data)
+        return records, cursor + consumed
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Atomically drop metric lines logged after `last_step` (used when resuming)."""
+        records, _ = self.read_metrics(0)
+        kept = [r for r in records if r.get("step", 0) <= last_step]
+        text = "".join(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n" for r in kept)
+        atomic_write_bytes(self.file("metrics.jsonl"), text.encode())
+
+    # checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self, weights: dict[str, torch.Tensor], trainer_state: dict, step: int) -> None:
+        """Write weights + trainer state of `step` as one unit, then point model.safetensors at them."""
+        staging, final, old = (self.file(n) for n in ("checkpoint.tmp", "checkpoint", "checkpoint.old"))
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_file(weights, str(staging / "model.safetensors"), metadata={"step": str(step)})
+        torch.save({**trainer_state, "step": step}, staging / "trainer_state.pt")
+        for name in ("model.safetensors", "trainer_state.pt"):
+            _fsync_file(staging / name)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        staging.rename(final)
+        _fsync_dir(self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self._publish_weights(final / "model.safetensors")
+
+    def _publish_weights(self, source: Path) -> None:
+        tmp = self.file(".model.safetensors.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)  # a hard link: no second copy of the weights on disk
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, self.file("model.safetensors"))
+
+    def checkpoint_dir(self) -> Path | None:
+        """The newest complete checkpoint folder (falls back to the previous one mid-swap)."""
+        for name in ("checkpoint", "checkpoint.old"):
+            folder = self.file(name)
+            if (folder / "model.safetensors").exists() and (folder / "trainer_state.pt").exists():
+                return folder
+        return None
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict, dict] | None:
+        """(weights, trainer_state) of the newest checkpoint, or None; never unpickles code."""
+        folder = self.checkpoint_dir()
+        if folder is None:
+            return None
+        weights = load_file(str(folder / "model.safetensors"), device=str(map_location))
+        state = torch.load(folder / "trainer_state.pt", map_location=map_location, weights_only=True)
+        return weights, state
+
+    def load_weights(self, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """The latest published weights (model.safetensors)."""
+        path = self.file("model.safetensors")
+        if not path.exists():
+            raise FileNotFoundError(f"run {self.experiment}/{self.name} has no weights yet")
+        return load_file(str(path), device=str(map_location))
+
+    def save_tokenizer(self, source: Path) -> None:
+        atomic_write_bytes(self.file("tokenizer.json"), Path(source).read_bytes())
+
+    # liveness ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's exclusive lock for the duration; RunLockedError if already held."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.file("run.lock"), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(f"run {self.experiment}/{self.name} is being trained by "
+                                     "another process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def is_alive(self) -> bool:
+        """True while some process holds the run's lock (i.e. is training it)."""
+        path = self.file("run.lock")
+        if not path.exists():
+            return False
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+    def effective_state(self) -> str:
+        """The status state, with a 'running' run whose lock is free reported as failed (orphaned)."""
+        state = self.read_status().get("state", "queued")
+        if state == "running" and not self.is_alive():
+            return "failed (orphaned)"
+        return state
+
+
+def _parse_lines(data: bytes) -> tuple[list[dict], int]:
+    """Parse complete JSON lines of `data`; return the records and the bytes consumed."""
+    records, consumed = [], 0
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            break  # torn tail: wait for the writer to finish it
+        consumed += len(raw)
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash and later appended to: skip, never fail
+        if isinstance(record, dict):
+            records.append(record)
+    return records, consumed
+
+
+def list_experiments(root: str | Path | None = None) -> list[str]:
+    """Experiment names under the runs root, sorted."""
+    base = runs_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+
+
+def list_runs(root: str | Path | None, experiment: str) -> list[Run]:
+    """Runs of `experiment` that have a config, sorted by name."""
+    folder = runs_root(root) / validate_name(experiment, "experiment name")
+    if not folder.is_dir():
+        return []
+    runs = (Run(p) for p in sorted(folder.iterdir()) if p.is_dir() and _NAME.fullmatch(p.name))
+    return [run for run in runs if run.exists()]
+
+
+def experiment_records(root: str | Path | None, experiment: str) -> list[dict]:
+    """Every run of `experiment` as {name, variant, seed, status, config, metrics, summary}."""
+    records = []
+    for run in list_runs(root, experiment):
+        config = run.read_config() or {}
+        metrics, _ = run.read_metrics(0)
+        records.append({"name": run.name, "variant": config.get("variant", "?"),
+                        "seed": config.get("seed"), "status": run.effective_state(),
+                        "config": config, "metrics": metrics, "summary": run.read_summary(),
+                        "path": str(run.path)})
+    return records
