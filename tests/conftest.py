@@ -1,15 +1,27 @@
 """Shared fixtures: offline Hub, deterministic torch, tiny configs."""
 
 import os
+import sys
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One token/tokenizer cache per test session (subprocesses inherit it): never the user's cache.
+os.environ.setdefault("EXPLORER_CACHE", tempfile.mkdtemp(prefix="explorer-test-cache-"))
+
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from core.config import ModelConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+# Short micro runs shared by the training, sweep and app tests.
+FAST = ["--steps", "40", "--set", "eval_every=20", "--set", "checkpoint_every=20",
+        "--set", "log_every=5"]
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +35,19 @@ def tiny_model_config(**overrides) -> ModelConfig:
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
     base.update(overrides)
     return ModelConfig(**base)
+
+
+def run_cli(module: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m module args` from the repo root, capturing output."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def micro_experiment(tmp_path_factory):
+    """A micro sweep: swiglu and dual x seeds 0, 1 (made once per test session)."""
+    root = tmp_path_factory.mktemp("runs")
+    result = run_cli("core.sweep", "--experiment", "micro", "--preset", "micro", "--ffn", "swiglu",
+                     "dual", "--seeds", "0", "1", "--runs-dir", str(root), "--no-progress", *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, "micro", result.stdout

@@ -1,0 +1,145 @@
+"""Grids of variants x seeds: ``python -m core.sweep``; each run is a ``core.train`` subprocess.
+
+Completed runs are skipped, interrupted ones resumed, so a sweep can be re-run until done.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
+from core.runs import Run, experiment_records, runs_root, validate_name
+from core.stats import format_table, table1
+from core.train import MALLOC_ENV
+
+
+@dataclass
+class Cell:
+    """One (variant, seed) run of a grid and the CLI flags that reproduce its config."""
+
+    label: str
+    seed: int
+    config: RunConfig
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}-s{self.seed}"
+
+
+def grid(preset_name: str, variants: list[str], seeds: list[int], overrides: list[str],
+         steps: int | None = None, data: str | None = None) -> list[Cell]:
+    """Validate and build every cell up front, so a bad option fails before anything runs."""
+    if not variants:
+        raise ValueError("choose at least one variant (--ffn or --variant)")
+    if not seeds:
+        raise ValueError("choose at least one seed (--seeds)")
+    cells = []
+    for label in dict.fromkeys(variants):
+        for seed in dict.fromkeys(seeds):
+            flags = ["--preset", preset_name, "--variant", label, "--seed", str(seed)]
+            flags += ["--steps", str(steps)] * (steps is not None) + ["--data", data] * (data is not None)
+            flags += [arg for item in overrides for arg in ("--set", item)]
+            extra = parse_variant(label)[1] + [f"train.seed={seed}"]
+            extra += [f"train.steps={steps}"] * (steps is not None)
+            extra += [f"data.source={data}"] * (data is not None)
+            config = apply_overrides(preset(preset_name), extra + overrides)
+            cells.append(Cell(variant_label(config.model), seed, config, flags))
+    return cells
+
+
+def train_command(run: Run, flags: list[str], threads: int, resume: bool) -> list[str]:
+    """The `python -m core.train` command line of one run."""
+    cmd = [sys.executable, "-m", "core.train", "--run-dir", str(run.path), *flags,
+           "--threads", str(threads), "--no-progress"]
+    return cmd + ["--resume"] * resume
+
+
+def train_env(threads: int) -> dict[str, str]:
+    """Environment of a training subprocess: thread count and the tuned allocator."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path,
+            "PYTHONUNBUFFERED": "1"}
+
+
+def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run, bool]]:
+    """(cell, run, resume) for the cells left to do; completed runs are skipped."""
+    todo = []
+    for cell in cells:
+        run = Run.at(root, experiment, cell.name)
+        stored = run.read_config()
+        if stored is not None and RunConfig.from_dict(stored) != cell.config:
+            raise ValueError(f"{run.path} holds a different config; use another --experiment")
+        if run.read_status().get("state") == "completed":
+            continue
+        todo.append((cell, run, run.checkpoint_dir() is not None))
+    return todo
+
+
+def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = True) -> dict[str, int]:
+    """Run the planned cells, `parallel` at a time; return each run's exit code."""
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    pending, running, codes = list(todo), {}, {}
+    bar = tqdm(total=len(todo), unit="run", disable=not progress, desc="sweep")
+    while pending or running:
+        while pending and len(running) < parallel:
+            cell, run, resume = pending.pop(0)
+            run.path.mkdir(parents=True, exist_ok=True)
+            log = open(run.file("train.log"), "ab")  # noqa: SIM115 - closed when the child ends
+            proc = subprocess.Popen(train_command(run, cell.flags, threads, resume),
+                                    env=train_env(threads), stdout=log, stderr=subprocess.STDOUT)
+            running[cell.name] = (proc, log)
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                log.close()
+                codes[name] = proc.returncode
+                del running[name]
+                bar.update(1)
+        time.sleep(0.2)
+    bar.close()
+    return codes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--preset", default="micro")
+    p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
+    p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (each gets cores/K threads)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        validate_name(args.experiment, "experiment name")
+        if args.parallel < 1:
+            raise ValueError("--parallel must be >= 1")
+        cells = grid(args.preset, args.ffn + args.variant, args.seeds, args.overrides, args.steps, args.data)
+        root = runs_root(args.runs_dir)
+        todo = plan(cells, root, args.experiment)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(cells)} runs in grid, {len(cells) - len(todo)} already completed, {len(todo)} to run")
+    codes = execute(todo, args.parallel, progress=not args.no_progress)
+    failed = sorted(name for name, code in codes.items() if code != 0)
+    print(format_table(table1(experiment_records(root, args.experiment))))
+    for name in failed:
+        print(f"run {name} failed; see {Run.at(root, args.experiment, name).file('train.log')}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""Training loop: ``python -m core.train`` on CPU, one GPU, or many under ``torchrun``.
+
+AdamW (decay on matrices only), warmup + cosine, grad clipping, fixed-set evaluation,
+atomic checkpoints and exact resume. Rank 0 alone writes the run directory.
+"""
+
+import argparse
+import contextlib
+import errno
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
+from core.data import Batches, load_tokens, val_batches
+from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
+from core.runs import Run, runs_root, validate_name
+
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Dist()
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(config: RunConfig, world: Dist) -> torch.device:
+    """`auto` picks CUDA when present (one GPU per local rank), else CPU."""
+    name = config.train.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.world_size > 1:
+        name = f"cuda:{world.local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_context(config: RunConfig, device: torch.device):
+    """bf16 autocast on CUDA (or when asked); fp32 on CPU, where bf16 matmuls are ~100x slower."""
+    dtype = config.train.dtype
+    if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def lr_at(step: int, config: RunConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine decay."""
+    train = config.train
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    span = max(1, train.steps - train.warmup_steps)
+    progress = min(1.0, (step - train.warmup_steps) / span)
+    floor = train.lr * train.min_lr_ratio
+    return floor + (train.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: CausalLM, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (theta, alphas, norms and biases are exempt)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    other = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.train.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(config.train.beta1, config.train.beta2),
+                             **extra)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: max allocated; CPU: the process's max resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss is KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+@torch.no_grad()
+def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.device) -> dict:
+    """Mean val loss on the fixed set, plus per-layer routing/sparsity means for dual models."""
+    model.eval()
+    losses, stats_sum = [], {}
+    for x, y in batches:
+        with autocast_context(config, device):
+            out = model(x.to(device), y.to(device), return_stats=True)
+        losses.append((out.loss - out.aux_loss).float())
+        for key, value in out.stats.items():
+            per_layer = value.float().flatten(1).mean(1) if value.ndim > 1 else value.float()
+            stats_sum[key] = stats_sum.get(key, 0) + per_layer
+    model.train()
+    record = {"val/loss": torch.stack(losses).mean().item()}
+    names = {"router_sparse": "routing/L{}/sparse_weight", "zero_frac": "sparsity/L{}/zero_frac",
+             "theta": "threshold/L{}", "alpha_dense": "alpha/L{}/dense", "alpha_sparse": "alpha/L{}/sparse"}
+    for key, total in stats_sum.items():
+        for layer, value in enumerate((total / len(batches)).tolist()):
+            record[names.get(key, key + "/L{}").format(layer)] = value
+    return record
+
+
+class Trainer:
+    """One training run: model, optimizer, data and the run directory it reports to."""
+
+    def __init__(self, config: RunConfig, run: Run | None, world: Dist, progress: bool = True):
+        self.config, self.run, self.world, self.progress = config, run, world, progress
+        self.device = resolve_device(config, world)
+        per_rank = config.train.batch_size // world.world_size
+        if config.train.batch_size % (world.world_size * config.train.grad_accum):
+            raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by "
+                             f"grad_accum x ranks ({config.train.grad_accum} x {world.world_size})")
+        self.micro_batch = per_rank // config.train.grad_accum
+        self.tokens_data = load_tokens(config.data, config.model.vocab_size, progress=progress and world.main)
+        self.batches = Batches(self.tokens_data.train, config.train.batch_size, config.train.seq_len,
+                               config.train.seed)
+        self.val = val_batches(self.tokens_data.val, config.train.batch_size, config.train.seq_len,
+                               config.train.eval_batches)
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(config.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.step, self.tokens, self.elapsed = 0, 0, 0.0
+        self.last_finite_loss: float | None = None
+        self.step_model = self._wrap_model()
+
+    def _wrap_model(self) -> torch.nn.Module:
+        model = self.model
+        if self.config.train.compile:
+            model = torch.compile(model)
+        if self.world.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    # checkpoint state ---------------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "tokens": self.tokens,
+                "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(),
+                "last_finite_loss": self.last_finite_loss}
+
+    def restore(self, weights: dict, state: dict) -> None:
+        load_weights_state(self.model, {k: v.to(self.device) for k, v in weights.items()})
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed"]
+        self.last_finite_loss = state.get("last_finite_loss")
+
+    def save_checkpoint(self) -> None:
+        if self.world.main and self.run is not None:
+            self.run.save_checkpoint(weights_state(self.model), self.trainer_state(), self.step)
+
+    # one step ------------------------------------------------------------------------------------
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step over the global batch; returns (loss, aux, grad norm) on device."""
+        lr = lr_at(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.batches.get(self.step, self.world.rank, self.world.world_size)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        accum = self.config.train.grad_accum
+        loss_sum = torch.zeros((), device=self.device)
+        aux_sum = torch.zeros((), device=self.device)
+        for i in range(accum):
+            rows = slice(i * self.micro_batch, (i + 1) * self.micro_batch)
+            sync = i == accum - 1 or self.world.world_size == 1
+            no_sync = getattr(self.step_model, "no_sync", nullcontext)
+            with (nullcontext() if sync else no_sync()), autocast_context(self.config, self.device):
+                out = self.step_model(x[rows], y[rows])
+                (out.loss / accum).backward()
+            loss_sum += out.loss.detach().float() / accum
+            aux_sum += out.aux_loss.detach().float() / accum
+        clip = self.config.train.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += self.config.train.batch_size * self.config.train.seq_len
+        return loss_sum, aux_sum, grad_norm
+
+    def _global_mean(self, *values: torch.Tensor) -> list[float]:
+        stacked = torch.stack([v.float() for v in values])
+        if self.world.world_size > 1:
+            dist.all_reduce(stacked)
+            stacked /= self.world.world_size
+        return stacked.tolist()
+
+    # the loop ------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to `train.steps`, logging, evaluating and checkpointing; returns the summary."""
+        cfg = self.config.train
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.world.main),
+                   desc=self.run.name if self.run else "train", unit="step", dynamic_ncols=True)
+        window_start, window_tokens, tok_rates = time.perf_counter(), 0, []
+        while self.step < cfg.steps:
+            loss, aux, grad_norm = self.train_step()
+            window_tokens += cfg.batch_size * cfg.seq_len
+            bar.update(1)
+            done = self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or done:
+                loss_v, aux_v, norm_v = self._global_mean(loss, aux, grad_norm)
+                now = time.perf_counter()
+                rate = window_tokens / max(now - window_start, 1e-9)
+                self.elapsed += now - window_start
+                window_start, window_tokens = now, 0
+                tok_rates.append(rate)
+                self._check_finite(loss_v)
+                record = self._train_record(loss_v, aux_v, norm_v, rate)
+                if self.step % cfg.eval_every == 0 or done:
+                    record.update(evaluate(self.model, self.val, self.config, self.device))
+                    self._check_finite(record["val/loss"])
+                self._log(record)
+                bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{rate:,.0f}")
+            if self.step % cfg.checkpoint_every == 0 or done:
+                self.save_checkpoint()
+                window_start = time.perf_counter()  # checkpoint time is not training throughput
+        bar.close()
+        return self._summary(tok_rates)
+
+    def _check_finite(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"loss became {value} at step {self.step}; last finite loss "
+                                   f"{self.last_finite_loss}")
+        self.last_finite_loss = value
+
+    def _train_record(self, loss: float, aux: float, grad_norm: float, rate: float) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "elapsed_s": round(self.elapsed, 3),
+                "lr": lr_at(self.step - 1, self.config), "train/loss": loss - aux, "train/aux_loss": aux,
+                "train/grad_norm": grad_norm, "throughput/tok_s": rate,
+                "mem/peak_gb": peak_memory_gb(self.device)}
+
+    def _log(self, record: dict) -> None:
+        if self.world.main and self.run is not None:
+            self.run.append_metrics(record)
+            self.run.write_status("running", step=self.step, pid=os.getpid())
+
+    def _summary(self, tok_rates: list[float]) -> dict:
+        records, _ = self.run.read_metrics(0) if self.run else ([], 0)
+        val = [r["val/loss"] for r in records if "val/loss" in r]
+        steady = tok_rates[1:] or tok_rates  # the first window includes warm-up
+        return {"final_val_loss": val[-1] if val else None, "steps": self.step, "tokens": self.tokens,
+                "elapsed_s": self.elapsed, "tok_s": sum(steady) / max(1, len(steady)),
+                "peak_mem_gb": peak_memory_gb(self.device),
+                "params_total": parameter_counts(self.model)["total"],
+                "variant": variant_label(self.config.model), "seed": self.config.train.seed,
+                "world_size": self.world.world_size}
+
+
+def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1) -> dict:
+    """What config.json holds: the run config plus labels and versions for reproduction."""
+    return {**config.to_dict(), "variant": variant_label(config.model), "seed": config.train.seed,
+            "device": str(device), "world_size": world_size,
+            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+
+
+def _failure_message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"disk full or file too large while writing ({error.strerror}): {error.filename or ''}"
+    return f"{type(error).__name__}: {error}"
+
+
+def prepare_run(run: Run, config: RunConfig, resume: bool) -> bool:
+    """Check `run` can take `config`; return True when it resumes from a checkpoint."""
+    stored = run.read_config()
+    if stored is not None and RunConfig.from_dict(stored) != config:
+        raise ValueError(f"run folder {run.path} holds a different config; pass the same options "
+                         "with --resume, or choose another --run/--experiment")
+    status = run.read_status().get("state")
+    has_checkpoint = run.checkpoint_dir() is not None
+    if stored is not None and has_checkpoint and not resume:
+        raise ValueError(f"run folder {run.path} already has a checkpoint ({status}); pass --resume "
+                         "to continue it, or choose another --run")
+    return resume and has_checkpoint
+
+
+def train(config: RunConfig, run: Run | None, resume: bool = False, progress: bool = True) -> dict:
+    """Train `config`, reporting to `run` (None: no files); returns the summary dict."""
+    world = init_distributed(resolve_device(config, Dist()).type)
+    try:
+        return _train(config, run, world, resume, progress)
+    finally:
+        if world.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _train(config: RunConfig, run: Run | None, world: Dist, resume: bool, progress: bool) -> dict:
+    resuming = prepare_run(run, config, resume) if run is not None else False
+    if run is not None and resume and run.read_status().get("state") == "completed":
+        return run.read_summary()
+    trainer = Trainer(config, run, world, progress)  # data errors surface before any file is made
+    if run is None:
+        return trainer.fit()
+    if not world.main:
+        _restore_if(trainer, run, resuming)
+        return trainer.fit()
+    with run.lock():
+        return _train_main(trainer, run, resuming)
+
+
+def _restore_if(trainer: Trainer, run: Run, resuming: bool) -> None:
+    if resuming:
+        checkpoint = run.load_checkpoint()
+        if checkpoint is not None:
+            trainer.restore(*checkpoint)
+
+
+def _train_main(trainer: Trainer, run: Run, resuming: bool) -> dict:
+    run.write_config(run_record(trainer.config, trainer.device, trainer.world.world_size))
+    run.save_tokenizer(trainer.tokens_data.tokenizer_path)
+    _restore_if(trainer, run, resuming)
+    run.truncate_metrics(trainer.step)
+    run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time())
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        run.write_status("cancelled", step=trainer.step, error="interrupted")
+        raise
+    except BaseException as error:
+        _record_failure(run, trainer, error)
+        raise
+    run.write_summary(summary)
+    run.write_status("completed", step=trainer.step)
+    return summary
+
+
+def _record_failure(run: Run, trainer: Trainer, error: BaseException) -> None:
+    fields = {"step": trainer.step, "error": _failure_message(error)}
+    if isinstance(error, TrainingDiverged):
+        fields["last_finite_loss"] = trainer.last_finite_loss
+    with contextlib.suppress(OSError):  # the disk that failed the run may refuse this too
+        run.write_status("failed", **fields)
+
+
+# CLI ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.train", description="Train one run.")
+    p.add_argument("--preset", default=None, help="micro, tiny, small or paper (default micro)")
+    p.add_argument("--ffn", default=None, help="FFN variant: swiglu or dual")
+    p.add_argument("--variant", default=None, help="variant label, e.g. dual+ffn_share=none")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--data", default=None, help="builtin, fineweb, hf:owner/name[:config] or a path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--experiment", default="default", help="experiment folder inside the runs root")
+    p.add_argument("--run", default=None, help="run name (default <variant>-s<seed>)")
+    p.add_argument("--run-dir", default=None, help="explicit run folder (overrides --experiment/--run)")
+    p.add_argument("--runs-dir", default=None, help="runs root (default $RUNS_DIR or ./runs)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
+    """Build the run config from CLI flags; with --resume and no shape flags, the stored one."""
+    shaped = any(v is not None for v in (args.preset, args.ffn, args.variant, args.seed, args.steps,
+                                         args.data)) or args.overrides
+    if args.resume and stored is not None and not shaped:
+        return RunConfig.from_dict(stored)
+    overrides = []
+    if args.variant:
+        overrides += parse_variant(args.variant)[1]
+    if args.ffn:
+        overrides.append(f"model.ffn={args.ffn}")
+    overrides += [f"train.seed={args.seed}"] * (args.seed is not None)
+    overrides += [f"train.steps={args.steps}"] * (args.steps is not None)
+    overrides += [f"data.source={args.data}"] * (args.data is not None)
+    return apply_overrides(preset(args.preset or "micro"), overrides + args.overrides)
+
+
+def resolve_run(args: argparse.Namespace, config: RunConfig | None) -> Run:
+    """The run folder named by --run-dir, or by --experiment/--run inside the runs root."""
+    if args.run_dir:
+        return Run(args.run_dir)
+    validate_name(args.experiment, "experiment name")
+    name = args.run or f"{variant_label(config.model)}-s{config.train.seed}"
+    return Run.at(runs_root(args.runs_dir), args.experiment, name)
+
+
+def reexec_with_malloc_env() -> None:
+    """Re-run this CLI once with glibc's allocator tuned: large activation buffers stay mapped
+    instead of being returned to the OS each step (page faults were a large share of a CPU step)."""
+    if platform.system() != "Linux" or os.environ.get("EXPLORER_NO_MALLOC_TUNING"):
+        return
+    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
+              {**os.environ, **MALLOC_ENV})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        run = resolve_run(args, config)
+        if args.resume:
+            config = config_from_args(args, run.read_config())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        summary = train(config, run, resume=args.resume, progress=not args.no_progress)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the run's status holds the same message
+        print(f"error: {_failure_message(error)}", file=sys.stderr)
+        return 1
+    if summary.get("final_val_loss") is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"{run.path}: final val loss {summary['final_val_loss']:.4f} after {summary['steps']} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    if __package__:  # only when started as `python -m core.train`
+        reexec_with_malloc_env()
+    sys.exit(main())

@@ -1,0 +1,137 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.config import apply_overrides, preset
+from core.runs import Run
+from core.train import lr_at
+from tests.conftest import FAST, REPO, run_cli
+
+
+def _losses(run: Run, key: str) -> list[tuple[int, float]]:
+    records, _ = run.read_metrics(0)
+    return [(r["step"], r[key]) for r in records if key in r]
+
+
+def test_lr_schedule_warmup_then_cosine():
+    config = apply_overrides(preset("micro"), ["lr=1.0", "warmup_steps=10", "steps=110",
+                                               "min_lr_ratio=0.1"])
+    assert lr_at(0, config) == pytest.approx(0.1)
+    assert lr_at(9, config) == pytest.approx(1.0)
+    assert lr_at(60, config) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(110, config) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("ffn", ["swiglu", "dual"])
+def test_micro_loss_falls_well_below_uniform(micro_experiment, ffn):
+    root, experiment, _ = micro_experiment
+    run = Run.at(root, experiment, f"{ffn}-s0")
+    assert run.read_status()["state"] == "completed"
+    val = _losses(run, "val/loss")
+    assert val[-1][0] == 40
+    assert val[-1][1] < math.log(4096) - 1.5  # ln(vocab) = 8.32
+    summary = run.read_summary()
+    assert summary["final_val_loss"] == val[-1][1] and summary["params_total"] > 0
+    config = run.read_config()
+    assert config["variant"] == ffn and config["seed"] == 0 and config["model"]["ffn"] == ffn
+    assert (run.file("model.safetensors")).exists() and (run.file("tokenizer.json")).exists()
+    if ffn == "dual":
+        records, _ = run.read_metrics(0)
+        last = [r for r in records if "val/loss" in r][-1]
+        assert 0 < last["routing/L0/sparse_weight"] < 1 and 0 < last["sparsity/L1/zero_frac"] < 1
+        assert last["threshold/L0"] != 0.5  # theta learned
+
+
+def test_seeds_differ_and_rerun_is_identical(micro_experiment, tmp_path):
+    root, experiment, _ = micro_experiment
+    s0, s1 = (_losses(Run.at(root, experiment, f"swiglu-s{s}"), "train/loss") for s in (0, 1))
+    assert s0 != s1
+    again = run_cli("core.train", "--ffn", "swiglu", "--seed", "0", "--run-dir", str(tmp_path / "r"),
+                    "--no-progress", "--threads", "2", *FAST)
+    assert again.returncode == 0, again.stderr
+    again_losses = _losses(Run(tmp_path / "r"), "train/loss")
+    assert [s for s, _ in again_losses] == [s for s, _ in s0]
+    assert [v for _, v in again_losses] == pytest.approx([v for _, v in s0], abs=1e-6)
+
+
+def _start(run_dir, *extra):
+    cmd = [sys.executable, "-m", "core.train", "--ffn", "dual", "--seed", "3", "--run-dir", str(run_dir),
+           "--no-progress", "--threads", "1", "--steps", "60", "--set", "checkpoint_every=10",
+           "--set", "log_every=2", "--set", "eval_every=10", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    full = _start(tmp_path / "full")
+    victim = _start(tmp_path / "victim")
+    run = Run(tmp_path / "victim")
+    deadline = time.time() + 120
+    while run.read_status().get("step", 0) < 24 and time.time() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert run.read_status()["state"] == "running" and not run.is_alive()
+    refused = run_cli("core.train", "--run-dir", str(run.path))  # no --resume: refused, untouched
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = _start(tmp_path / "victim", "--resume")
+    assert resumed.wait(300) == 0, resumed.stderr.read().decode()
+    assert full.wait(300) == 0
+    reference = Run(tmp_path / "full")
+    for key in ("train/loss", "val/loss", "routing/L1/sparse_weight", "threshold/L0"):
+        got, want = _losses(run, key), _losses(reference, key)
+        assert [s for s, _ in got] == [s for s, _ in want]
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "huge"], "unknown preset"),
+    (["--ffn", "moe"], "ffn must be one of"),
+    (["--set", "nonsense=1"], "unknown key"),
+    (["--set", "lr=fast"], "expected float"),
+    (["--experiment", "../evil"], "invalid experiment name"),
+    (["--experiment", "a/b"], "invalid experiment name"),
+    (["--run", ".hidden"], "invalid run name"),
+    (["--data", "/nonexistent/corpus.txt"], "no such file"),
+    (["--data", "fineweb"], "builtin"),
+    (["--data", "hf:owner/name"], "builtin"),
+])
+def test_bad_input_is_one_clear_error_and_no_files(tmp_path, args, message):
+    result = run_cli("core.train", "--runs-dir", str(tmp_path / "runs"), "--no-progress", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_different_config_in_existing_run_is_refused(tmp_path):
+    first = run_cli("core.train", "--run-dir", str(tmp_path / "r"), "--no-progress", "--steps", "2",
+                    "--set", "eval_every=1")
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "r" / "config.json").read_text()
+    result = run_cli("core.train", "--run-dir", str(tmp_path / "r"), "--no-progress", "--steps", "3")
+    assert result.returncode == 2 and "different config" in result.stderr
+    assert (tmp_path / "r" / "config.json").read_text() == before
+
+
+def test_torchrun_two_ranks_matches_one_process(tmp_path):
+    common = ["--ffn", "dual", "--seed", "1", "--steps", "6", "--no-progress", "--set", "log_every=1",
+              "--set", "eval_every=3", "--set", "checkpoint_every=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = run_cli("core.train", "--run-dir", str(tmp_path / "one"), "--threads", "1", *common, env=env)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "core.train", "--run-dir", str(tmp_path / "two"),
+                          "--threads", "1", *common], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = Run(tmp_path / "one"), Run(tmp_path / "two")
+    for key in ("train/loss", "val/loss"):
+        assert [v for _, v in _losses(two, key)] == pytest.approx([v for _, v in _losses(one, key)],
+                                                                  abs=1e-4)
+    assert json.loads(two.file("config.json").read_text())["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
