@@ -205,7 +205,9 @@ _PRESETS: dict[str, dict] = {
         train=dict(steps=400, batch_size=256, grad_accum=8, seq_len=2048, lr=3e-4,
                    warmup_steps=40, eval_every=50, eval_batches=8, checkpoint_every=100,
                    log_every=10),
-        data=dict(source="fineweb", tokenizer="Qwen/Qwen2.5-0.5B", val_fraction=0.01),
+        # 400 steps x 256 x 2048 = 210M tokens, about 0.9 GB of FineWeb text: stream 1.2 GB.
+        data=dict(source="fineweb", tokenizer="Qwen/Qwen2.5-0.5B", val_fraction=0.01,
+                  max_bytes=1_200_000_000),
     ),
 }
 

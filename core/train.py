@@ -137,7 +137,7 @@ class Trainer:
             raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by "
                              f"grad_accum x ranks ({config.train.grad_accum} x {world.world_size})")
         self.micro_batch = per_rank // config.train.grad_accum
-        self.tokens_data = load_tokens(config.data, config.model.vocab_size, progress=progress and world.main)
+        self.tokens_data = self._load_tokens(progress)
         self.batches = Batches(self.tokens_data.train, config.train.batch_size, config.train.seq_len,
                                config.train.seed)
         self.val = val_batches(self.tokens_data.val, config.train.batch_size, config.train.seq_len,
@@ -148,6 +148,17 @@ class Trainer:
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_finite_loss: float | None = None
         self.step_model = self._wrap_model()
+
+    def _load_tokens(self, progress: bool):
+        """Rank 0 builds the token cache first; the other ranks then open it."""
+        distributed = self.world.world_size > 1
+        if distributed and not self.world.main:
+            dist.barrier()
+        data = load_tokens(self.config.data, self.config.model.vocab_size,
+                           progress=progress and self.world.main)
+        if distributed and self.world.main:
+            dist.barrier()
+        return data
 
     def _wrap_model(self) -> torch.nn.Module:
         model = self.model
