@@ -163,6 +163,13 @@ class Run:
         records, consumed = _parse_lines(data)
         return records, cursor + consumed
 
+    def metrics_inode(self) -> int | None:
+        """Identity of metrics.jsonl: it changes when a resume rewrites the file."""
+        try:
+            return self.file("metrics.jsonl").stat().st_ino
+        except FileNotFoundError:
+            return None
+
     def truncate_metrics(self, last_step: int) -> None:
         """Atomically drop metric lines logged after `last_step` (used when resuming)."""
         records, _ = self.read_metrics(0)
@@ -305,3 +312,38 @@ def experiment_records(root: str | Path | None, experiment: str) -> list[dict]:
                         "config": config, "metrics": metrics, "summary": run.read_summary(),
                         "path": str(run.path)})
     return records
+
+
+class ExperimentWatcher:
+    """Incremental view of an experiment's metrics: each poll reads only lines added since the last.
+
+    Live views keep one watcher per experiment; runs that appear later are picked up, and a run
+    whose metrics file was rewritten (resume) is re-read from the start.
+    """
+
+    def __init__(self, root: str | Path | None, experiment: str):
+        self.root, self.experiment = runs_root(root), validate_name(experiment, "experiment name")
+        self._cursors: dict[str, tuple[int | None, int]] = {}  # run -> (file inode, byte offset)
+        self._metrics: dict[str, list[dict]] = {}
+        self._info: dict[str, dict] = {}
+
+    def poll(self) -> dict[str, dict]:
+        """{run name: {variant, seed, metrics}} with every metric line read so far."""
+        for run in list_runs(self.root, self.experiment):
+            if run.name not in self._info:
+                config = run.read_config() or {}
+                self._info[run.name] = {"variant": config.get("variant", "?"), "seed": config.get("seed")}
+            inode, cursor = self._cursors.get(run.name, (None, 0))
+            if run.metrics_inode() != inode:  # rewritten by a resume (atomic rename): start over
+                self._metrics[run.name], cursor = [], 0
+            new, after = run.read_metrics(cursor)
+            self._metrics.setdefault(run.name, []).extend(new)
+            self._cursors[run.name] = (run.metrics_inode(), after)
+        return {name: {**info, "metrics": self._metrics.get(name, [])} for name, info in self._info.items()}
+
+    def groups(self) -> dict[str, list[list[dict]]]:
+        """Metrics grouped by variant (one list per seed), for seed bands."""
+        out: dict[str, list[list[dict]]] = {}
+        for info in self.poll().values():
+            out.setdefault(info["variant"], []).append(info["metrics"])
+        return out

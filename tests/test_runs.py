@@ -143,3 +143,31 @@ def test_listing_and_records(tmp_path):
     assert records[0]["metrics"] == [{"step": 1, "val/loss": 3.0}]
     with pytest.raises(ValueError):
         list_runs(tmp_path, "../etc")
+
+
+def test_watcher_reads_incrementally_and_restarts_after_rewrite(tmp_path):
+    from core.runs import ExperimentWatcher
+
+    run = Run.at(tmp_path, "exp", "dual-s0")
+    run.write_config({"variant": "dual", "seed": 0})
+    for step in (1, 2, 3):
+        run.append_metrics({"step": step, "train/loss": float(step)})
+    watcher = ExperimentWatcher(tmp_path, "exp")
+    assert [r["step"] for r in watcher.poll()["dual-s0"]["metrics"]] == [1, 2, 3]
+    run.append_metrics({"step": 4})
+    reads = []
+    original = Run.read_metrics
+    def spy(self, cursor=0):
+        reads.append(cursor)
+        return original(self, cursor)
+    Run.read_metrics = spy
+    try:
+        assert [r["step"] for r in watcher.poll()["dual-s0"]["metrics"]] == [1, 2, 3, 4]
+        assert reads[-1] > 0  # only the new bytes were read
+        run.truncate_metrics(2)  # a resume from step 2
+        run.append_metrics({"step": 3, "train/loss": 9.0})
+        metrics = watcher.poll()["dual-s0"]["metrics"]
+    finally:
+        Run.read_metrics = original
+    assert [r["step"] for r in metrics] == [1, 2, 3] and metrics[-1]["train/loss"] == 9.0
+    assert watcher.groups() == {"dual": [metrics]}
