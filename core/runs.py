@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 # One path component; "+" and "=" are allowed after the first character because run names
@@ -227,6 +227,21 @@ class Run:
         if not path.exists():
             raise FileNotFoundError(f"run {self.experiment}/{self.name} has no weights yet")
         return load_file(str(path), device=str(map_location))
+
+    def slim(self, keep_weights: bool, weights_dtype: torch.dtype | None = torch.bfloat16) -> None:
+        """Make the run shareable: drop checkpoint/trainer state, logs and lock; optionally keep
+        the final weights, cast to `weights_dtype` (bf16 halves the size)."""
+        for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+            shutil.rmtree(self.file(name), ignore_errors=True)
+        for name in ("train.log", "run.lock"):
+            self.file(name).unlink(missing_ok=True)
+        weights = self.file("model.safetensors")
+        if not keep_weights:
+            weights.unlink(missing_ok=True)
+        elif weights.exists() and weights_dtype is not None:
+            tensors = {k: v.to(weights_dtype) for k, v in load_file(str(weights)).items()}
+            buffer = save(tensors, metadata={"dtype": str(weights_dtype).removeprefix("torch.")})
+            atomic_write_bytes(weights, buffer)
 
     def save_tokenizer(self, source: Path) -> None:
         atomic_write_bytes(self.file("tokenizer.json"), Path(source).read_bytes())

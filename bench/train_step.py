@@ -1,0 +1,248 @@
+"""Training-step benchmark: our SwiGLU and dual variants against transformers' Qwen2, side by side.
+
+    python bench/train_step.py --preset tiny                  # CPU, fp32
+    python bench/train_step.py --preset paper --compile       # CUDA, bf16 autocast
+
+Candidates run interleaved (A B C ... A B C ...) in one process so machine noise hits all alike;
+medians of per-step times are reported with tokens/s, MFU against a matmul peak measured in the
+same run, and peak memory (CUDA: max allocated; CPU: peak RSS of a fresh process per candidate).
+On CPU the whole comparison runs twice, with glibc's default allocator settings and with
+MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised (read at process start, hence processes).
+Synthetic token ids: the data pipeline is not part of the step.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.config import apply_overrides, preset  # noqa: E402
+from core.export import qwen2_config_dict  # noqa: E402
+from core.model import build_model, model_flops_per_token  # noqa: E402
+from core.train import MALLOC_ENV  # noqa: E402
+
+CANDIDATES = {
+    "swiglu": ["ffn=swiglu"],
+    "dual-jumprelu": ["ffn=dual", "ffn_threshold=jumprelu"],
+    "dual-shifted_relu": ["ffn=dual", "ffn_threshold=shifted_relu"],
+    "dual-cats": ["ffn=dual", "ffn_threshold=cats"],
+    "dual-share_none": ["ffn=dual", "ffn_share=none"],
+    "hf-qwen2": ["ffn=swiglu"],
+}
+
+
+def build(name: str, preset_name: str, device: torch.device, overrides: list[str]):
+    """(model, step function) of one candidate."""
+    config = apply_overrides(preset(preset_name), CANDIDATES[name] + overrides)
+    torch.manual_seed(0)
+    if name == "hf-qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        hf_config = Qwen2Config(**{k: v for k, v in qwen2_config_dict(config.model).items()
+                                   if k not in ("architectures", "model_type", "torch_dtype")})
+        model = Qwen2ForCausalLM._from_config(hf_config, attn_implementation="sdpa").to(device)
+
+        def forward(ids):
+            return model(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss
+    else:
+        model = build_model(config.model).to(device)
+
+        def forward(ids):
+            return model(ids[:, :-1], ids[:, 1:]).loss
+    return config, model, forward
+
+
+def make_step(model, forward, device: torch.device, bf16: bool, compile_model: bool):
+    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, **extra)
+    fwd = torch.compile(forward) if compile_model else forward
+
+    def step(ids):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = fwd(ids)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, bf16: bool) -> float:
+    """Best of several large matmuls, FLOP/s: the machine's achievable dense peak right now."""
+    n = 8192 if device.type == "cuda" else 1536
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(8 if device.type == "cuda" else 5):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * n**3 / best
+
+
+def time_candidates(args, device: torch.device) -> dict:
+    bf16 = device.type == "cuda" and not args.fp32
+    prepared = {}
+    for name in args.candidates:
+        config, model, forward = build(name, args.preset, device, args.set)
+        batch = args.batch or config.train.batch_size // config.train.grad_accum
+        ids = torch.randint(0, config.model.vocab_size, (batch, config.train.seq_len + 1), device=device)
+        step = make_step(model, forward, device, bf16, args.compile)
+        for _ in range(args.warmup):
+            step(ids)
+        sync(device)
+        prepared[name] = (config, step, ids)
+    times = {name: [] for name in prepared}
+    for _ in range(args.rounds):  # interleaved: A B C ... A B C ...
+        for name, (_, step, ids) in prepared.items():
+            for _ in range(args.steps):
+                sync(device)
+                start = time.perf_counter()
+                step(ids)
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+    peak = matmul_peak(device, bf16)
+    return {name: _row(prepared[name][0], prepared[name][2], times[name], peak) for name in prepared} | {
+        "_peak_flops": peak}
+
+
+def _row(config, ids, times: list[float], peak: float) -> dict:
+    batch, seq = ids.shape[0], ids.shape[1] - 1
+    median = statistics.median(times)
+    flops = 3 * model_flops_per_token(config.model, seq) * batch * seq
+    return {"step_s": median, "tok_s": batch * seq / median, "mfu": flops / median / peak,
+            "batch": batch, "seq_len": seq, "steps_timed": len(times)}
+
+
+def peak_memory(args, name: str, device: torch.device) -> float:
+    """CUDA: max allocated over a few steps; CPU: the candidate's own process's peak RSS."""
+    bf16 = device.type == "cuda" and not args.fp32
+    config, model, forward = build(name, args.preset, device, args.set)
+    batch = args.batch or config.train.batch_size // config.train.grad_accum
+    ids = torch.randint(0, config.model.vocab_size, (batch, config.train.seq_len + 1), device=device)
+    step = make_step(model, forward, device, bf16, args.compile)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(3):
+        step(ids)
+    sync(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _child(args, extra: list[str], env: dict) -> dict:
+    cmd = [sys.executable, __file__, *_forward_args(args), *extra]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _forward_args(args) -> list[str]:
+    flags = ["--preset", args.preset, "--device", args.device, "--steps", str(args.steps),
+             "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--threads", str(args.threads),
+             "--candidates", *args.candidates]
+    flags += ["--batch", str(args.batch)] * bool(args.batch) + ["--compile"] * args.compile
+    flags += ["--fp32"] * args.fp32 + [f for s in args.set for f in ("--set", s)]
+    return flags
+
+
+def run_all(args, device: torch.device) -> dict:
+    if device.type == "cuda":
+        result = {"default": time_candidates(args, device)}
+        for name in args.candidates:
+            result["default"][name]["peak_mem_gb"] = peak_memory(args, name, device)
+        return result
+    envs = {"default": {k: v for k, v in os.environ.items() if k not in MALLOC_ENV},
+            "malloc_tuned": {**os.environ, **MALLOC_ENV}}
+    envs = {k: v for k, v in envs.items() if args.malloc in ("both", k)}
+    result = {}
+    for label, env in envs.items():
+        result[label] = _child(args, ["--worker", "time"], env)
+        for name in args.candidates:
+            result[label][name]["peak_mem_gb"] = _child(args, ["--worker", "memory", "--only", name],
+                                                         env)["peak_mem_gb"]
+    return result
+
+
+def print_table(result: dict, baseline: str) -> None:
+    for label, rows in result.items():
+        peak = rows.get("_peak_flops", float("nan"))
+        print(f"\n[{label}]  measured matmul peak {peak / 1e9:,.0f} GFLOP/s")
+        print(f"{'candidate':20s} {'step ms':>9s} {'tok/s':>10s} {'MFU':>6s} {'mem GB':>7s} "
+              f"{'time/' + baseline:>12s} {'mem/' + baseline:>11s}")
+        base = rows.get(baseline)
+        for name, row in rows.items():
+            if name.startswith("_"):
+                continue
+            t_ratio = row["step_s"] / base["step_s"] if base else float("nan")
+            m_ratio = row["peak_mem_gb"] / base["peak_mem_gb"] if base else float("nan")
+            print(f"{name:20s} {row['step_s'] * 1e3:9.1f} {row['tok_s']:10,.0f} {row['mfu']:6.1%} "
+                  f"{row['peak_mem_gb']:7.2f} {t_ratio:12.3f} {m_ratio:11.3f}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--steps", type=int, default=3, help="timed steps per candidate per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=0, help="micro-batch (default: preset batch / grad_accum)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--malloc", choices=["both", "default", "malloc_tuned"], default="both")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", default=None, help="output file (default bench/results/...)")
+    p.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
+    p.add_argument("--only", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.worker == "time":
+        print(json.dumps(time_candidates(args, device)))
+        return 0
+    if args.worker == "memory":
+        print(json.dumps({"peak_mem_gb": peak_memory(args, args.only, device)}))
+        return 0
+    result = run_all(args, device)
+    print_table(result, "swiglu")
+    meta = {"preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu x{torch.get_num_threads()}", "torch": torch.__version__, "compile": args.compile,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    out = Path(args.json or REPO / "bench" / "results" / f"train_step-{device.type}-{args.preset}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "results": result}, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
