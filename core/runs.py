@@ -243,6 +243,21 @@ class Run:
             buffer = save(tensors, metadata={"dtype": str(weights_dtype).removeprefix("torch.")})
             atomic_write_bytes(weights, buffer)
 
+    def open_log(self):
+        """train.log opened for appending bytes (a child process's stdout and stderr)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return open(self.file("train.log"), "ab")  # noqa: SIM115 - the caller owns the handle
+
+    def log_tail(self, limit: int = 4096) -> str:
+        """The last non-empty line of train.log (where a child's error message ends up)."""
+        try:
+            with open(self.file("train.log"), "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")[:300]
+
     def save_tokenizer(self, source: Path) -> None:
         atomic_write_bytes(self.file("tokenizer.json"), Path(source).read_bytes())
 

@@ -91,8 +91,7 @@ def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = 
     while pending or running:
         while pending and len(running) < parallel:
             cell, run, resume = pending.pop(0)
-            run.path.mkdir(parents=True, exist_ok=True)
-            log = open(run.file("train.log"), "ab")  # noqa: SIM115 - closed when the child ends
+            log = run.open_log()  # closed when the child ends
             proc = subprocess.Popen(train_command(run, cell.flags, threads, resume),
                                     env=train_env(threads), stdout=log, stderr=subprocess.STDOUT)
             running[cell.name] = (proc, log)

@@ -345,8 +345,8 @@ def _train_main(trainer: Trainer, run: Run, resuming: bool) -> dict:
     run.save_tokenizer(trainer.tokens_data.tokenizer_path)
     _restore_if(trainer, run, resuming)
     run.truncate_metrics(trainer.step)
-    run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time())
-    try:
+    try:  # a SIGINT during the first status write must still end as "cancelled"
+        run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time())
         summary = trainer.fit()
     except KeyboardInterrupt:
         run.write_status("cancelled", step=trainer.step, error="interrupted")

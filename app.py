@@ -1,0 +1,319 @@
+"""FFN explorer: launch ablations, watch seed-band curves live, read Table 1, inspect tokens.
+
+`python app.py` serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT / RUNS_DIR
+honoured). UI only: every callback delegates to ui.service, which calls core.
+"""
+
+import functools
+import os
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from core.config import FFN_SHARES, FFN_THRESHOLDS, PRESETS, preset
+from core.stats import Band
+from ui.figures import curves_figure, layer_heatmap, layer_params_figure, token_loss_figure
+from ui.service import Explorer, Limits, dual_label
+from ui.settings import app_settings
+
+SAMPLE_TEXT = ("The state of the Union is strong. We will invest in our roads, our schools and our "
+               "people, and we will keep the promise of a better future for every American family.")
+STATUS_COLUMNS = ["run", "variant", "seed", "state", "step", "steps", "progress", "train_loss",
+                  "val_loss", "error"]
+
+
+def friendly(fn):
+    """Show ValueError (bad input) as a message in the UI, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return wrapper
+
+
+# Launch tab ----------------------------------------------------------------------------------------
+def build_variants(use_swiglu, use_dual, share, threshold, z_loss, balance, hidden, match) -> list[str]:
+    variants = ["swiglu"] if use_swiglu else []
+    if use_dual:
+        variants.append(dual_label(share, threshold, z_loss, balance or None, int(hidden or 0), match))
+    return variants
+
+
+def launch_tab(explorer: Explorer) -> dict:
+    with gr.Tab("Launch"):
+        gr.Markdown("Queue a grid of variants x seeds. Runs train as background processes; "
+                    "the table below follows them live.  \n"
+                    f"*Limits here:* {explorer.limits.describe()}.")
+        with gr.Row():
+            experiment = gr.Textbox("my-ablation", label="Experiment")
+            preset_name = gr.Dropdown(list(explorer.limits.presets), value=explorer.limits.presets[0],
+                                      label="Preset")
+            seeds = gr.Textbox("0 1 2", label="Seeds (e.g. 0 1 2 or 0-2)")
+        with gr.Row():
+            use_swiglu = gr.Checkbox(True, label="SwiGLU")
+            use_dual = gr.Checkbox(True, label="Dual path")
+            steps = gr.Number(preset(explorer.limits.presets[0]).train.steps, label="Steps", precision=0)
+            lr = gr.Number(0, label="Peak lr (0 = preset's)")
+            data = gr.Textbox("builtin", label="Data (builtin, fineweb, hf:owner/name, path)")
+        with gr.Accordion("Dual-path options", open=False), gr.Row():
+            share = gr.Radio(list(FFN_SHARES), value="all", label="Shared projections")
+            threshold = gr.Radio(list(FFN_THRESHOLDS), value="jumprelu", label="Threshold")
+            z_loss = gr.Number(1e-3, label="Router z-loss")
+            balance = gr.Number(0, label="Load-balance loss")
+            hidden = gr.Number(0, label="Hidden (0 = auto)", precision=0)
+            match = gr.Radio(["width", "params"], value="width", label="Match SwiGLU by")
+        overrides = gr.Textbox("", lines=2, label="Overrides (key=value, one per line)")
+        grid_table = gr.Dataframe(label="Grid to queue", interactive=False)
+        with gr.Row():
+            launch_btn = gr.Button("Launch", variant="primary")
+            message = gr.Markdown()
+        runs_table = gr.Dataframe(label="Runs of this experiment", interactive=False,
+                                  headers=STATUS_COLUMNS)
+        with gr.Row():
+            cancel_run = gr.Dropdown([], label="Run to cancel", allow_custom_value=True)
+            cancel_btn = gr.Button("Cancel run", variant="stop")
+
+    dual_opts = [share, threshold, z_loss, balance, hidden, match]
+    plan_inputs = [experiment, preset_name, use_swiglu, use_dual, *dual_opts, seeds, steps, lr, data,
+                   overrides]
+
+    def unpack(exp, pre, sw, du, sh, th, zl, bl, hd, mt, sd, st, learning_rate, src, ov):
+        return exp, pre, build_variants(sw, du, sh, th, zl, bl, hd, mt), sd, st, learning_rate, src, ov
+
+    def preview(*values):
+        try:
+            return pd.DataFrame(explorer.plan(*unpack(*values))), ""
+        except ValueError as error:
+            return pd.DataFrame(), f"**Cannot launch:** {error}"
+
+    @friendly
+    def do_launch(*values):
+        result = explorer.launch(*unpack(*values))
+        return f"{result['message']}: {', '.join(result['queued']) or 'nothing new'}"
+
+    def refresh(exp):
+        try:
+            rows = explorer.status(exp)
+        except ValueError:
+            return pd.DataFrame(columns=STATUS_COLUMNS), gr.update()
+        frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+        active = [r["run"] for r in rows if r["state"] in ("queued", "running")]
+        return frame, gr.update(choices=active)
+
+    for component in plan_inputs:
+        component.change(preview, plan_inputs, [grid_table, message], api_visibility="private",
+                         show_progress="hidden")
+    launch_btn.click(do_launch, plan_inputs, message, api_visibility="private").then(
+        refresh, experiment, [runs_table, cancel_run], api_visibility="private")
+    cancel_btn.click(friendly(lambda exp, run: f"{run}: {explorer.cancel(exp, run)}"),
+                     [experiment, cancel_run], message, api_visibility="private")
+    preset_name.change(lambda p: preset(p).train.steps, preset_name, steps, api_visibility="private")
+    gr.Timer(2.0).tick(refresh, experiment, [runs_table, cancel_run], api_visibility="private",
+                       show_progress="hidden")
+    return {"preview": preview, "inputs": plan_inputs, "outputs": [grid_table, message]}
+
+
+# Curves tab ----------------------------------------------------------------------------------------
+def curves_tab(explorer: Explorer, default_experiment: str | None) -> dict:
+    with gr.Tab("Curves"):
+        with gr.Row():
+            experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
+            metric = gr.Dropdown(["val/loss", "train/loss"], value="val/loss", label="Metric",
+                                 allow_custom_value=True)
+            x_axis = gr.Radio(["step", "tokens", "elapsed_s"], value="step", label="x")
+            spread = gr.Radio(["std", "minmax"], value="std", label="Band")
+        with gr.Row():
+            smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="Smoothing (EMA)")
+            show_seeds = gr.Checkbox(False, label="Per-seed lines")
+            log_y = gr.Checkbox(False, label="Log y")
+            live = gr.Checkbox(True, label="Live")
+        plot = gr.Plot(label="Mean over seeds with band")
+
+    inputs = [experiment, metric, x_axis, spread, smoothing, show_seeds, log_y]
+
+    def draw(exp, key, x, band, smooth, seeds, log):
+        if not exp:
+            return curves_figure({}, key or "val/loss", x)
+        data = explorer.curves(exp, key, x, smooth)
+        bands = {v: _band(d) for v, d in data.items()}
+        per_seed = {v: d["seeds"] for v, d in data.items()} if seeds else None
+        return curves_figure(bands, key, x, band, per_seed, log)
+
+    def choose_experiment(exp):
+        keys = explorer.metric_keys(exp) if exp else []
+        return gr.update(choices=keys or ["val/loss"]), draw(exp, "val/loss", "step", "std", 0, False, False)
+
+    for component in inputs[1:]:
+        component.change(friendly(draw), inputs, plot, api_visibility="private")
+    experiment.change(friendly(choose_experiment), experiment, [metric, plot], api_visibility="private")
+    gr.Timer(2.0).tick(lambda on, *v: draw(*v) if on else gr.update(), [live, *inputs], plot,
+                       api_visibility="private", show_progress="hidden")
+    return {"experiment": experiment, "plot": plot, "draw": draw, "inputs": inputs}
+
+
+def _band(data: dict) -> Band:
+    arr = {k: np.array([np.nan if v is None else v for v in data[k]], dtype=float)
+           for k in ("x", "mean", "std", "min", "max", "n")}
+    return Band(**arr)
+
+
+# Results tab ---------------------------------------------------------------------------------------
+def results_tab(explorer: Explorer, default_experiment: str | None) -> dict:
+    with gr.Tab("Results"):
+        gr.Markdown("Final val loss per variant (mean ± sample std over seeds), Welch t-test "
+                    "against the baseline, peak memory, throughput and parameters: the report's Table 1.")
+        with gr.Row():
+            experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
+            baseline = gr.Dropdown(["swiglu"], value="swiglu", label="Baseline", allow_custom_value=True)
+            refresh_btn = gr.Button("Refresh")
+        table = gr.Dataframe(interactive=False)
+        download = gr.DownloadButton("Download CSV")
+
+    @friendly
+    def show(exp, base):
+        if not exp:
+            return pd.DataFrame(), gr.update(), None
+        rows = explorer.results(exp, None)
+        variants = [r["variant"] for r in rows]
+        base = base if base in variants else (variants[0] if variants else None)
+        rows = explorer.results(exp, base) if base else rows
+        return pd.DataFrame(rows), gr.update(choices=variants, value=base), explorer.results_csv(exp, base)
+
+    for trigger in (experiment.change, baseline.change, refresh_btn.click):
+        trigger(show, [experiment, baseline], [table, baseline, download], api_visibility="private")
+    return {"experiment": experiment, "table": table, "show": show, "inputs": [experiment, baseline],
+            "outputs": [table, baseline, download]}
+
+
+# Inspect tab ---------------------------------------------------------------------------------------
+def inspect_tab(explorer: Explorer) -> dict:
+    run_ids = explorer.run_ids()
+    first = next((r for r in run_ids if "/swiglu" in r), run_ids[0] if run_ids else None)
+    second = next((r for r in run_ids if "/dual" in r), None)
+    with gr.Tab("Inspect") as tab:
+        with gr.Row():
+            run_a = gr.Dropdown(run_ids, value=first, label="Run A")
+            run_b = gr.Dropdown(run_ids, value=second, label="Run B (optional)")
+            layer = gr.Slider(0, 11, value=0, step=1, label="Layer for token colours")
+        text = gr.Textbox(SAMPLE_TEXT, lines=3, label="Text", max_length=explorer.limits.max_text_chars)
+        inspect_btn = gr.Button("Inspect", variant="primary")
+        info = gr.Markdown()
+        with gr.Row():
+            tokens_a = gr.HighlightedText(label="Run A: sparse-path weight (red) vs dense (purple)",
+                                          combine_adjacent=False, show_legend=False)
+            tokens_b = gr.HighlightedText(label="Run B", combine_adjacent=False, show_legend=False)
+        router_plot = gr.Plot(label="Router: sparse-path weight, tokens x layers")
+        zero_plot = gr.Plot(label="Sparse path: exact-zero fraction, tokens x layers")
+        loss_plot = gr.Plot(label="Per-token loss")
+        params_plot = gr.Plot(label="Per-layer theta and alphas")
+
+    def run_inspect(a, b, txt, at_layer):
+        try:
+            results = explorer.inspect([r for r in (a, b) if r], txt)
+        except (ValueError, FileNotFoundError) as error:  # keep the previous views, say why
+            return (f"**Cannot inspect:** {error}", *[gr.update()] * 6)
+        dual = [r for r in results if r["router_sparse"] is not None]
+        colours = [_token_colours(r, int(at_layer)) for r in results] + [None]
+        heat = dual[0] if dual else None
+        notes = [f"**{r['run']}** ({r['variant']}): {len(r['ids'])} tokens, mean loss "
+                 f"{r['mean_loss']:.3f}" + (" (text cut to the model's context)" if r["truncated"] else "")
+                 for r in results]
+        return ("  \n".join(notes), colours[0], colours[1],
+                layer_heatmap(heat["tokens"], heat["router_sparse"], heat["run"]) if heat else None,
+                layer_heatmap(heat["tokens"], heat["zero_frac"], heat["run"], colorscale="Viridis")
+                if heat else None,
+                token_loss_figure({r["run"]: (r["tokens"], r["token_loss"]) for r in results}),
+                layer_params_figure(_layer_params(dual)) if dual else None)
+
+    inspect_btn.click(run_inspect, [run_a, run_b, text, layer],
+                      [info, tokens_a, tokens_b, router_plot, zero_plot, loss_plot, params_plot],
+                      api_visibility="private")
+
+    def refresh_runs(a, b):
+        ids = explorer.run_ids()
+        return gr.update(choices=ids), gr.update(choices=ids)
+
+    tab.select(refresh_runs, [run_a, run_b], [run_a, run_b], api_visibility="private")
+    return {"run_a": run_a, "run_b": run_b}
+
+
+def _token_colours(result: dict, layer: int) -> list[tuple[str, float]]:
+    """(token, score in [-1, 1]): 2r-1 of the sparse weight for dual; scaled loss for SwiGLU."""
+    if result["router_sparse"] is not None:
+        row = result["router_sparse"][min(layer, len(result["router_sparse"]) - 1)]
+        return [(t, round(2 * r - 1, 4)) for t, r in zip(result["tokens"], row)]
+    losses = [v or 0.0 for v in result["token_loss"]]
+    top = max(losses) or 1.0
+    return [(t, round(v / top, 4)) for t, v in zip(result["tokens"], losses)]
+
+
+def _layer_params(dual: list[dict]) -> dict[str, list[float]]:
+    out = {}
+    for r in dual:
+        for key in ("theta", "alpha_dense", "alpha_sparse"):
+            out[f"{r['run'].split('/')[-1]} {key}"] = r[key]
+    return out
+
+
+# API -----------------------------------------------------------------------------------------------
+def register_api(explorer: Explorer) -> None:
+    """Stable JSON endpoints for gradio_client: /launch /status /cancel /curves /results /inspect."""
+
+    def launch(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
+               lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:
+        return explorer.launch(experiment, preset, variants, seeds, steps or None, lr or None, data,
+                               overrides or [])
+
+    def status(experiment: str = "") -> list[dict]:
+        return explorer.status(experiment or None)
+
+    def cancel(experiment: str, run: str) -> str:
+        return explorer.cancel(experiment, run)
+
+    def curves(experiment: str, metric: str = "val/loss", x: str = "step", smoothing: float = 0.0) -> dict:
+        return explorer.curves(experiment, metric, x, smoothing)
+
+    def results(experiment: str, baseline: str = "") -> list[dict]:
+        return explorer.results(experiment, baseline or None)
+
+    def inspect(runs: list[str], text: str) -> list[dict]:
+        return explorer.inspect(runs, text)
+
+    for fn in (launch, status, cancel, curves, results, inspect):
+        gr.api(friendly(fn), api_name=fn.__name__)
+
+
+def build_app(explorer: Explorer) -> gr.Blocks:
+    experiments = explorer.experiments()
+    default = "demo" if "demo" in experiments else (experiments[0] if experiments else None)
+    with gr.Blocks(title="FFN explorer") as app:
+        gr.Markdown("# FFN explorer: SwiGLU vs dual-path sparse/dense FFN")
+        launch = launch_tab(explorer)
+        curves = curves_tab(explorer, default)
+        results = results_tab(explorer, default)
+        inspect_tab(explorer)
+        register_api(explorer)
+        app.load(launch["preview"], launch["inputs"], launch["outputs"], api_visibility="private")
+        app.load(curves["draw"], curves["inputs"], curves["plot"], api_visibility="private")
+        app.load(results["show"], results["inputs"], results["outputs"], api_visibility="private")
+    return app
+
+
+def main() -> None:
+    settings = app_settings()
+    explorer = Explorer(settings.runs_dir, settings.limits, settings.max_concurrent)
+    app = build_app(explorer)
+    app.queue(default_concurrency_limit=8).launch(
+        server_name=settings.host, server_port=settings.port, auth=settings.auth, show_error=True)
+
+
+__all__ = ["build_app", "main", "Limits", "PRESETS"]
+
+if __name__ == "__main__":
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    main()

@@ -1,0 +1,168 @@
+"""Unit tests of the app's callbacks (ui/service.py, ui/figures.py) on synthetic runs."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import apply_overrides, preset
+from core.data import load_tokenizer
+from core.model import build_model, load_weights_state, weights_state
+from core.runs import Run
+from core.stats import Band
+from core.train import run_record
+from ui.figures import curves_figure
+from ui.service import Explorer, Limits, dual_label, parse_overrides, parse_seeds
+
+LOSSES = {  # variant -> per-seed val loss at steps 10, 20
+    "swiglu": [[6.0, 5.0], [6.2, 5.4], [5.8, 5.3]],
+    "dual": [[6.1, 5.1], [6.3, 5.2]],
+}
+
+
+@pytest.fixture
+def explorer(tmp_path):
+    for variant, seeds in LOSSES.items():
+        for seed, values in enumerate(seeds):
+            run = Run.at(tmp_path, "synth", f"{variant}-s{seed}")
+            run.write_config({"variant": variant, "seed": seed, "train": {"steps": 20}})
+            for step, loss in zip((10, 20), values):
+                run.append_metrics({"step": step, "tokens": step * 100, "elapsed_s": step / 10 + seed,
+                                    "val/loss": loss, "mem/peak_gb": 1.0 + seed, "throughput/tok_s": 1000.0})
+            run.write_status("completed", step=20)
+    ex = Explorer(tmp_path, start_jobs=False)
+    yield ex
+    ex.close()
+
+
+def test_curves_band_maths_by_hand(explorer):
+    data = explorer.curves("synth", "val/loss", "step")
+    swiglu = data["swiglu"]
+    assert swiglu["x"] == [10, 20]
+    assert swiglu["mean"] == pytest.approx([6.0, (5.0 + 5.4 + 5.3) / 3])
+    std_20 = math.sqrt(sum((v - 15.7 / 3) ** 2 for v in (5.0, 5.4, 5.3)) / 2)
+    assert swiglu["std"][1] == pytest.approx(std_20)
+    assert swiglu["min"] == [5.8, 5.0] and swiglu["max"] == [6.2, 5.4] and swiglu["n"] == [3, 3]
+    assert data["dual"]["mean"] == pytest.approx([6.2, 5.15])
+    assert len(swiglu["seeds"]) == 3
+    by_time = explorer.curves("synth", "val/loss", "elapsed_s")
+    assert by_time["swiglu"]["x"] == pytest.approx([2.0, 3.0])  # mean over seeds of elapsed_s
+
+
+def test_curves_figure_has_filled_std_band(explorer):
+    band = Band(x=np.array([1, 2]), mean=np.array([5.0, 4.0]), std=np.array([0.5, 0.25]),
+                min=np.array([4.4, 3.7]), max=np.array([5.6, 4.3]), n=np.array([3, 3]))
+    fig = curves_figure({"swiglu": band}, "val/loss")
+    upper, lower, mean = fig.data
+    assert list(upper.y) == [5.5, 4.25] and list(lower.y) == [4.5, 3.75] and lower.fill == "tonexty"
+    assert list(mean.y) == [5.0, 4.0]
+    minmax = curves_figure({"swiglu": band}, "val/loss", spread="minmax")
+    assert list(minmax.data[0].y) == [5.6, 4.3] and list(minmax.data[1].y) == [4.4, 3.7]
+
+
+def test_results_table_by_hand(explorer):
+    rows = {r["variant"]: r for r in explorer.results("synth")}
+    assert rows["swiglu"]["seeds"] == 3 and rows["dual"]["seeds"] == 2
+    assert rows["swiglu"]["val_loss_mean"] == pytest.approx(15.7 / 3)
+    assert rows["dual"]["delta_vs_baseline"] == pytest.approx(5.15 - 15.7 / 3)
+    assert rows["swiglu"]["p_value"] is None and 0 < rows["dual"]["p_value"] < 1
+    assert rows["swiglu"]["peak_mem_gb"] == pytest.approx(2.0)
+    csv = explorer.results_csv("synth")
+    assert "swiglu" in Path(csv).read_text() and not csv.startswith(str(explorer.root))  # nothing in runs/
+
+
+def test_metric_keys_put_losses_first(explorer):
+    keys = explorer.metric_keys("synth")
+    assert keys[0] == "val/loss" and "step" not in keys and "throughput/tok_s" in keys
+
+
+@pytest.mark.parametrize("seeds, message", [("", "at least one seed"), ("a", "not a non-negative"),
+                                            ("-1", "not a non-negative"), ("0-40", "at most 16")])
+def test_parse_seeds_errors(seeds, message):
+    with pytest.raises(ValueError, match=message):
+        parse_seeds(seeds)
+
+
+def test_parse_helpers():
+    assert parse_seeds("0 1, 2") == [0, 1, 2] and parse_seeds("0-2 2") == [0, 1, 2] and parse_seeds(3) == [3]
+    assert parse_overrides("lr=0.1\n# note\n\n steps=3 ") == ["lr=0.1", "steps=3"]
+    assert dual_label("none", "cats") == "dual+ffn_share=none+ffn_threshold=cats"
+    assert dual_label() == "dual"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seeds=""), "at least one seed"),
+    (dict(steps=-3), "steps must be at least 1"),
+    (dict(overrides="bogus=1"), "unknown key"),
+    (dict(overrides="lr"), "not key=value"),
+    (dict(variants=[]), "at least one variant"),
+    (dict(experiment="../x"), "invalid experiment name"),
+    (dict(preset_name="huge"), "preset must be one of"),
+])
+def test_bad_launch_input_changes_nothing(explorer, kwargs, message):
+    before = sorted(p.relative_to(explorer.root) for p in explorer.root.rglob("*"))
+    args = dict(experiment="new", preset_name="micro", variants=["swiglu"], seeds="0", steps=5)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        explorer.launch(**args)
+    assert sorted(p.relative_to(explorer.root) for p in explorer.root.rglob("*")) == before
+
+
+def test_demo_limits_hold(tmp_path):
+    ex = Explorer(tmp_path, limits=Limits(presets=("micro",), max_steps=50, max_seeds=2, max_queue=3),
+                  start_jobs=False)
+    try:
+        with pytest.raises(ValueError, match="at most 50 steps"):
+            ex.launch("e", "micro", ["swiglu"], "0", steps=51)
+        with pytest.raises(ValueError, match="preset must be one of micro"):
+            ex.launch("e", "tiny", ["swiglu"], "0", steps=5)
+        with pytest.raises(ValueError, match="at most 2 seeds"):
+            ex.launch("e", "micro", ["swiglu"], "0 1 2", steps=5)
+        assert len(ex.launch("e", "micro", ["swiglu", "dual"], "0", steps=5)["queued"]) == 2
+        with pytest.raises(ValueError, match="queue holds at most 3"):
+            ex.launch("e", "micro", ["swiglu", "dual"], "1", steps=5)
+    finally:
+        ex.close()
+
+
+@pytest.fixture
+def inspectable(tmp_path):
+    """A dual and a swiglu micro run with (untrained) weights and a tokenizer."""
+    for ffn in ("swiglu", "dual"):
+        config = apply_overrides(preset("micro"), [f"ffn={ffn}"])
+        run = Run.at(tmp_path, "ins", f"{ffn}-s0")
+        run.write_config(run_record(config, "cpu"))
+        run.save_checkpoint(weights_state(build_model(config.model)), {"optimizer": {}}, step=1)
+        _, tokenizer_path = load_tokenizer(config.data, config.model.vocab_size, progress=False)
+        run.save_tokenizer(tokenizer_path)
+    ex = Explorer(tmp_path, start_jobs=False)
+    yield ex
+    ex.close()
+
+
+def test_inspect_two_runs_matches_direct_forward(inspectable):
+    assert inspectable.run_ids() == ["ins/dual-s0", "ins/swiglu-s0"]
+    swiglu, dual = inspectable.inspect(["ins/swiglu-s0", "ins/dual-s0"], "The Union is strong.")
+    assert dual["router_sparse"] is not None and swiglu["router_sparse"] is None
+    assert len(dual["router_sparse"]) == 2 and len(dual["router_sparse"][0]) == len(dual["ids"])
+    model = build_model(apply_overrides(preset("micro"), ["ffn=dual"]).model)
+    load_weights_state(model, Run.at(inspectable.root, "ins", "dual-s0").load_weights())
+    out = model(torch.tensor([dual["ids"]]), return_stats=True)
+    assert dual["router_sparse"][1] == pytest.approx(out.stats["router_sparse"][1, 0].tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("text, message", [("", "enter some text"), ("   ", "enter some text"),
+                                           ("x" * 100_001, "longer than 100,000")])
+def test_inspect_bad_text(inspectable, text, message):
+    with pytest.raises(ValueError, match=message):
+        inspectable.inspect(["ins/dual-s0"], text)
+
+
+@pytest.mark.parametrize("runs, message", [([], "one or two runs"), (["a", "b", "c"], "one or two"),
+                                           (["nope"], "experiment/run"), (["ins/../x"], "invalid run name"),
+                                           (["ins/none-s9"], "no run")])
+def test_inspect_bad_runs(inspectable, runs, message):
+    with pytest.raises(ValueError, match=message):
+        inspectable.inspect(runs, "hello")

@@ -1,0 +1,265 @@
+"""The app's callbacks as plain Python: JSON-friendly in, JSON-friendly out, no Gradio.
+
+Each public method validates its inputs and raises ValueError with one clear message; the
+Gradio layer turns that into a UI message. Everything that touches runs/ goes through core.
+"""
+
+import math
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
+from core.inspection import inspect_text
+from core.jobs import JobManager
+from core.runs import (
+    ExperimentWatcher,
+    Run,
+    experiment_records,
+    list_experiments,
+    list_runs,
+    runs_root,
+    validate_name,
+)
+from core.stats import X_KEYS, metric_series, seed_band, table1
+from core.sweep import grid
+
+MAX_TEXT_CHARS = 100_000
+_NON_METRICS = {"step", "tokens", "elapsed_s"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what a visitor may launch (demo mode) or inspect; None = unlimited."""
+
+    presets: tuple[str, ...] = PRESETS
+    max_steps: int | None = None
+    max_seeds: int = 16
+    max_queue: int | None = None
+    max_text_chars: int = MAX_TEXT_CHARS
+
+    def describe(self) -> str:
+        parts = [f"presets {', '.join(self.presets)}", f"at most {self.max_seeds} seeds"]
+        if self.max_steps:
+            parts.append(f"at most {self.max_steps} steps")
+        if self.max_queue:
+            parts.append(f"at most {self.max_queue} queued runs")
+        return "; ".join(parts) + f"; inspection text up to {self.max_text_chars:,} characters"
+
+
+def parse_seeds(text: str | list | int, max_seeds: int = 16) -> list[int]:
+    """Seeds from '0 1 2', '0,1,2', '0-2' or a list; at least one, each a non-negative int."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = [text]
+    items = text if isinstance(text, list) else re.split(r"[\s,]+", str(text or "").strip())
+    seeds: list[int] = []
+    for item in (i for i in items if str(i).strip() != ""):
+        match = re.fullmatch(r"(\d{1,6})(?:-(\d{1,6}))?", str(item).strip())
+        if not match:
+            raise ValueError(f"seeds: {str(item)[:40]!r} is not a non-negative integer or a range like 0-2")
+        lo, hi = int(match[1]), int(match[2] or match[1])
+        seeds.extend(range(lo, hi + 1))
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds:
+        raise ValueError("choose at least one seed")
+    if len(seeds) > max_seeds:
+        raise ValueError(f"at most {max_seeds} seeds per launch, got {len(seeds)}")
+    return seeds
+
+
+def parse_overrides(text: str | list | None) -> list[str]:
+    """`key=value` overrides, one per line (or a list); blank lines and # comments ignored."""
+    items = text if isinstance(text, list) else str(text or "").splitlines()
+    out = []
+    for item in items:
+        item = str(item).strip()
+        if item and not item.startswith("#"):
+            if "=" not in item:
+                raise ValueError(f"override {item[:60]!r} is not key=value")
+            out.append(item)
+    return out
+
+
+def dual_label(share: str = "all", threshold: str = "jumprelu", z_loss: float | None = None,
+               balance: float | None = None, hidden: int | None = None, match: str = "width") -> str:
+    """The variant label of a dual FFN with these options (defaults omitted)."""
+    overrides = ["ffn=dual", f"ffn_share={share}", f"ffn_threshold={threshold}", f"ffn_match={match}"]
+    if z_loss is not None:
+        overrides.append(f"router_z_loss={float(z_loss)}")
+    if balance is not None:
+        overrides.append(f"router_balance_loss={float(balance)}")
+    if hidden:
+        overrides.append(f"ffn_hidden={int(hidden)}")
+    return variant_label(apply_overrides(preset("micro"), overrides).model)
+
+
+def _clean(value):
+    """NaN/inf -> None, numpy scalars -> Python, recursively: strict JSON for API clients."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Explorer:
+    """State shared by every browser session: the runs root, the job queue and metric watchers."""
+
+    def __init__(self, root: str | Path | None = None, limits: Limits | None = None,
+                 max_concurrent: int | None = None, start_jobs: bool = True):
+        self.root = runs_root(root)
+        self.limits = limits or Limits()
+        self.jobs = JobManager(self.root, max_concurrent=max_concurrent, start=start_jobs)
+        self._watchers: dict[str, ExperimentWatcher] = {}
+        self._lock = threading.Lock()
+
+    # listings ------------------------------------------------------------------------------------
+    def experiments(self) -> list[str]:
+        return list_experiments(self.root)
+
+    def run_ids(self) -> list[str]:
+        """Every run with weights, as 'experiment/run' (what Inspect can open)."""
+        return [f"{e}/{r.name}" for e in self.experiments() for r in list_runs(self.root, e)
+                if r.file("model.safetensors").exists()]
+
+    def _watcher(self, experiment: str) -> ExperimentWatcher:
+        validate_name(experiment, "experiment name")
+        with self._lock:
+            if experiment not in self._watchers:
+                self._watchers[experiment] = ExperimentWatcher(self.root, experiment)
+            return self._watchers[experiment]
+
+    def _polled(self, experiment: str) -> dict[str, dict]:
+        watcher = self._watcher(experiment)
+        with self._lock:  # one poll at a time per watcher: cursors must advance once
+            return watcher.poll()
+
+    def metric_keys(self, experiment: str) -> list[str]:
+        keys: set[str] = set()
+        for info in self._polled(experiment).values():
+            for record in info["metrics"][-50:]:
+                keys.update(k for k in record if k not in _NON_METRICS)
+        return sorted(keys, key=lambda k: (k not in ("val/loss", "train/loss"), k))
+
+    # launch --------------------------------------------------------------------------------------
+    def plan(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
+             lr: float | None = None, data: str | None = None, overrides=None) -> list[dict]:
+        """Validate a launch and return the grid it would queue (nothing is written)."""
+        cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
+        return [{"run": c.name, "variant": c.label, "seed": c.seed, "steps": c.config.train.steps,
+                 "lr": c.config.train.lr, "preset": preset_name} for c in cells]
+
+    def _cells(self, experiment, preset_name, variants, seeds, steps, lr, data, overrides):
+        validate_name(str(experiment or ""), "experiment name")
+        if preset_name not in self.limits.presets:
+            raise ValueError(f"preset must be one of {', '.join(self.limits.presets)}")
+        variants = [v for v in (variants or []) if v]
+        if not variants:
+            raise ValueError("choose at least one variant")
+        for label in variants:
+            parse_variant(label)
+        seed_list = parse_seeds(seeds, self.limits.max_seeds)
+        steps = int(steps) if steps not in (None, "", 0) else None
+        if steps is not None and steps < 1:
+            raise ValueError("steps must be at least 1")
+        extra = parse_overrides(overrides) + ([f"train.lr={float(lr)}"] if lr else [])
+        cells = grid(preset_name, variants, seed_list, extra, steps, (data or None))
+        cap = self.limits.max_steps
+        if cap and any(c.config.train.steps > cap for c in cells):
+            raise ValueError(f"at most {cap} steps per run here")
+        return cells, (steps, extra, seed_list, variants)
+
+    def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
+               lr: float | None = None, data: str | None = None, overrides=None) -> dict:
+        """Queue the grid; returns the queued run names and a message."""
+        cells, (steps, extra, seed_list, variants) = self._cells(experiment, preset_name, variants, seeds,
+                                                                 steps, lr, data, overrides)
+        if self.limits.max_queue is not None:
+            waiting = sum(r["state"] in ("queued", "running") for r in self.jobs.status())
+            if waiting + len(cells) > self.limits.max_queue:
+                raise ValueError(f"the queue holds at most {self.limits.max_queue} runs here "
+                                 f"({waiting} waiting); wait or cancel some")
+        queued = self.jobs.submit(experiment, preset_name, variants, seed_list, steps, extra, data or None)
+        skipped = len(cells) - len(queued)
+        message = f"queued {len(queued)} run(s) in {experiment}"
+        if skipped:
+            message += f"; {skipped} already completed or in the queue"
+        return {"queued": queued, "message": message}
+
+    def status(self, experiment: str | None = None) -> list[dict]:
+        if experiment:
+            validate_name(experiment, "experiment name")
+        return _clean(self.jobs.status(experiment or None))
+
+    def cancel(self, experiment: str, run: str) -> str:
+        validate_name(experiment, "experiment name")
+        validate_name(run, "run name")
+        return self.jobs.cancel(experiment, run)
+
+    # curves and results ---------------------------------------------------------------------------
+    def curves(self, experiment: str, metric: str = "val/loss", x: str = "step",
+               smoothing: float = 0.0) -> dict:
+        """Per variant: x, mean, std, min, max, n of `metric` over seeds, plus per-seed series."""
+        if x not in X_KEYS:
+            raise ValueError(f"x must be one of {', '.join(X_KEYS)}")
+        if not 0 <= float(smoothing) < 1:
+            raise ValueError("smoothing must be in [0, 1)")
+        groups: dict[str, list[list[dict]]] = {}
+        for info in self._polled(experiment).values():
+            groups.setdefault(info["variant"], []).append(info["metrics"])
+        out = {}
+        for variant, runs in groups.items():
+            band = seed_band(runs, metric, x, float(smoothing))
+            if len(band.x):
+                out[variant] = {**band.to_dict(), "seeds": [_series(m, metric, x) for m in runs]}
+        return _clean(out)
+
+    def results(self, experiment: str, baseline: str | None = None) -> list[dict]:
+        validate_name(experiment, "experiment name")
+        table = table1(experiment_records(self.root, experiment), baseline or None)
+        return _clean(table.to_dict("records"))
+
+    def results_csv(self, experiment: str, baseline: str | None = None) -> str:
+        """Write Table 1 as CSV to a temp file (outside runs/) and return its path."""
+        rows = self.results(experiment, baseline)
+        folder = Path(tempfile.mkdtemp(prefix="explorer-csv-"))
+        path = folder / f"{experiment}-table1.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        return str(path)
+
+    # inspect ------------------------------------------------------------------------------------
+    def inspect(self, run_ids: list[str], text: str) -> list[dict]:
+        """Per-token routing, sparsity and loss of one or two runs on `text`."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("enter some text to inspect")
+        if len(text) > self.limits.max_text_chars:
+            raise ValueError(f"text is longer than {self.limits.max_text_chars:,} characters")
+        run_ids = [r for r in (run_ids or []) if r]
+        if not 1 <= len(run_ids) <= 2:
+            raise ValueError("pick one or two runs to inspect")
+        return [_clean(inspect_text(self._run(run_id), text).to_dict()) for run_id in run_ids]
+
+    def _run(self, run_id: str) -> Run:
+        experiment, sep, name = str(run_id).partition("/")
+        if not sep:
+            raise ValueError(f"run {run_id[:60]!r} should look like experiment/run")
+        run = Run.at(self.root, experiment, name)
+        if not run.exists():
+            raise ValueError(f"no run {run_id!r} under the runs folder")
+        return run
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+
+
+def _series(metrics: list[dict], metric: str, x: str) -> tuple[list, list]:
+    xs, ys = metric_series(metrics, metric, x)
+    return xs.tolist(), ys.tolist()
