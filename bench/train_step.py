@@ -34,6 +34,7 @@ from core.train import MALLOC_ENV  # noqa: E402
 CANDIDATES = {
     "swiglu": ["ffn=swiglu"],
     "dual-jumprelu": ["ffn=dual", "ffn_threshold=jumprelu"],
+    "dual-unfused": ["ffn=dual", "ffn_threshold=jumprelu", "ffn_fused=false"],
     "dual-shifted_relu": ["ffn=dual", "ffn_threshold=shifted_relu"],
     "dual-cats": ["ffn=dual", "ffn_threshold=cats"],
     "dual-share_none": ["ffn=dual", "ffn_share=none"],
@@ -58,7 +59,7 @@ def build(name: str, preset_name: str, device: torch.device, overrides: list[str
         model = build_model(config.model).to(device)
 
         def forward(ids):
-            return model(ids[:, :-1], ids[:, 1:]).loss
+            return model(ids[:, :-1], ids[:, 1:], return_logits=False).loss
     return config, model, forward
 
 
@@ -100,8 +101,9 @@ def matmul_peak(device: torch.device, bf16: bool) -> float:
 
 def time_candidates(args, device: torch.device) -> dict:
     bf16 = device.type == "cuda" and not args.fp32
-    prepared = {}
+    prepared, memory = {}, {}
     for name in args.candidates:
+        base = _cuda_reset(device)
         config, model, forward = build(name, args.preset, device, args.set)
         batch = args.batch or config.train.batch_size // config.train.grad_accum
         ids = torch.randint(0, config.model.vocab_size, (batch, config.train.seq_len + 1), device=device)
@@ -109,6 +111,8 @@ def time_candidates(args, device: torch.device) -> dict:
         for _ in range(args.warmup):
             step(ids)
         sync(device)
+        if device.type == "cuda":  # this candidate's own peak: weights, optimizer, activations
+            memory[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
         prepared[name] = (config, step, ids)
     times = {name: [] for name in prepared}
     for _ in range(args.rounds):  # interleaved: A B C ... A B C ...
@@ -120,8 +124,19 @@ def time_candidates(args, device: torch.device) -> dict:
                 sync(device)
                 times[name].append(time.perf_counter() - start)
     peak = matmul_peak(device, bf16)
-    return {name: _row(prepared[name][0], prepared[name][2], times[name], peak) for name in prepared} | {
-        "_peak_flops": peak}
+    rows = {name: _row(prepared[name][0], prepared[name][2], times[name], peak) for name in prepared}
+    for name, gb in memory.items():
+        rows[name]["peak_mem_gb"] = gb
+    return rows | {"_peak_flops": peak}
+
+
+def _cuda_reset(device: torch.device) -> int:
+    """Reset CUDA peak tracking; return the bytes already allocated (other candidates)."""
+    if device.type != "cuda":
+        return 0
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
 
 
 def _row(config, ids, times: list[float], peak: float) -> dict:
@@ -168,10 +183,7 @@ def _forward_args(args) -> list[str]:
 
 def run_all(args, device: torch.device) -> dict:
     if device.type == "cuda":
-        result = {"default": time_candidates(args, device)}
-        for name in args.candidates:
-            result["default"][name]["peak_mem_gb"] = peak_memory(args, name, device)
-        return result
+        return {"default": time_candidates(args, device)}
     envs = {"default": {k: v for k, v in os.environ.items() if k not in MALLOC_ENV},
             "malloc_tuned": {**os.environ, **MALLOC_ENV}}
     envs = {k: v for k, v in envs.items() if args.malloc in ("both", k)}

@@ -54,6 +54,7 @@ class ModelConfig:
     router_z_loss: float = 1e-3  # dual: weight of the router z-loss
     router_balance_loss: float = 0.0  # dual: weight of the load-balance loss (0 = off)
     router_temperature: float = 1.0  # dual: softmax temperature of the router
+    ffn_fused: bool = True  # dual: recompute-in-backward fused activation (same maths, less memory)
 
     def __post_init__(self) -> None:
         _positive(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",

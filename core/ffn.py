@@ -110,6 +110,59 @@ def threshold_activation(kind: str, g: torch.Tensor, theta: torch.Tensor, eps: f
     raise ValueError(f"unknown threshold type {kind!r}")
 
 
+class _FusedDualMix(torch.autograd.Function):
+    """``c_d * silu(g) * u + c_s * thr(g) * u`` for a shared gate/up (``share="all"``).
+
+    Saves only g, u and per-token scalars and recomputes the h-sized intermediates in backward,
+    instead of autograd storing every one of them; gradients equal the plain formula's
+    (straight-through / rectangle-kernel for jumprelu, exact for shifted_relu).
+    """
+
+    @staticmethod
+    def forward(ctx, g, u, c_d, c_s, theta, kind: str, eps: float):
+        scale = _rms(g)
+        active, sparse_act = _sparse_parts(kind, g, scale, theta)
+        ctx.save_for_backward(g, u, c_d, c_s, theta, scale)
+        ctx.kind, ctx.eps = kind, eps
+        return (c_d * F.silu(g) + c_s * sparse_act) * u
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        g, u, c_d, c_s, theta, scale = ctx.saved_tensors
+        active, sparse_act = _sparse_parts(ctx.kind, g, scale, theta)
+        sig = torch.sigmoid(g)
+        silu = g * sig
+        grad_dense, grad_sparse = grad_h * c_d, grad_h * c_s
+        grad_u = grad_dense * silu + grad_sparse * sparse_act
+        grad_pre = grad_h * u  # gradient w.r.t. each path's activation before the mix weight
+        grad_g = grad_pre * (c_d * sig * (1 + g * (1 - sig)) + c_s * active)
+        grad_c_d = (grad_pre * silu).sum(-1, keepdim=True)
+        grad_c_s = (grad_pre * sparse_act).sum(-1, keepdim=True)
+        grad_theta = _theta_grad(ctx.kind, g, scale, theta, ctx.eps, grad_pre * c_s)
+        return grad_g, grad_u, grad_c_d, grad_c_s, grad_theta, None, None
+
+
+def _sparse_parts(kind: str, g: torch.Tensor, scale: torch.Tensor, theta: torch.Tensor):
+    """(d thr(g)/dg as used in backward, thr(g)) for jumprelu and shifted_relu."""
+    shifted = g / scale - theta.to(g.dtype)  # the same expressions as the plain path, bit for bit
+    active = (shifted > 0).to(g.dtype)
+    if kind == "jumprelu":
+        return active, g / scale * active * scale
+    return active, shifted * active * scale
+
+
+def _theta_grad(kind, g, scale, theta, eps, grad_act) -> torch.Tensor:
+    if kind == "jumprelu":  # d/dtheta [J(z) * scale] = -(theta / eps) * 1[|z - theta| < eps/2] * scale
+        window = ((g / scale - theta.to(g.dtype)).abs() < eps / 2).to(g.dtype)
+        total = -(theta.to(g.dtype) / eps) * (grad_act * window * scale).sum()
+    else:  # d/dtheta relu(z - theta) * scale = -scale where active
+        total = -(grad_act * (g / scale > theta.to(g.dtype)).to(g.dtype) * scale).sum()
+    return total.to(theta.dtype).reshape(theta.shape)
+
+
+FUSED_THRESHOLDS = ("jumprelu", "shifted_relu")
+
+
 class Router(nn.Module):
     """Soft 2-way router (dense, sparse) in fp32, zero-initialised so it starts at 1/2, 1/2."""
 
@@ -159,6 +212,8 @@ class DualPathFFN(nn.Module):
         if self.share == "none":
             self.sparse_up_proj, self.sparse_down_proj = _linear(d, h), _linear(h, d)
         self.router = Router(config)
+        # The fused kernel covers the shared-projection path of the two thresholds it knows.
+        self.fused = config.ffn_fused and self.share == "all" and self.threshold_kind in FUSED_THRESHOLDS
         self.threshold = nn.Parameter(torch.tensor(float(config.threshold_init)))
         self.alpha_dense = nn.Parameter(torch.tensor(1.0))
         self.alpha_sparse = nn.Parameter(torch.tensor(1.0))
@@ -175,12 +230,16 @@ class DualPathFFN(nn.Module):
     def forward(self, x: torch.Tensor, return_stats: bool = False):
         weights, aux = self.router(x)
         r_d, r_s = (w.unsqueeze(-1).to(x.dtype) for w in weights.unbind(-1))
+        c_d, c_s = r_d * self.alpha_dense.to(x.dtype), r_s * self.alpha_sparse.to(x.dtype)
+        if self.fused and not return_stats:
+            g, u = self.gate_proj(x), self.up_proj(x)
+            mixed = _FusedDualMix.apply(g, u, c_d, c_s, self.threshold, self.threshold_kind, self.bandwidth)
+            return self.down_proj(mixed), aux, {}
         dense, sparse = self._paths(x)
-        a_d, a_s = self.alpha_dense.to(x.dtype), self.alpha_sparse.to(x.dtype)
         if self.share == "none":
-            y = r_d * a_d * self.down_proj(dense) + r_s * a_s * self.sparse_down_proj(sparse)
+            y = c_d * self.down_proj(dense) + c_s * self.sparse_down_proj(sparse)
         else:
-            y = self.down_proj(r_d * a_d * dense + r_s * a_s * sparse)
+            y = self.down_proj(c_d * dense + c_s * sparse)
         stats = self._stats(weights, sparse) if return_stats else {}
         return y, aux, stats
 

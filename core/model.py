@@ -114,6 +114,61 @@ class Qwen2Model(nn.Module):
         self.rotary_emb = RotaryEmbedding(config)
 
 
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``hidden @ weight.T`` without keeping the [tokens, vocab] logits.
+
+    Chunk by chunk, the forward computes the loss and, while the chunk's logits are still in
+    cache, their gradient with respect to `hidden` and `weight`; backward only scales those.
+    Saves the logits' memory (and its separate backward passes) where vocab >> hidden size.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, dtype: torch.dtype):
+        h, t = hidden.reshape(-1, hidden.shape[-1]).to(dtype), targets.reshape(-1)
+        w = weight.to(dtype)
+        acc = torch.promote_types(dtype, torch.float32)  # softmax and sums in at least fp32
+        count = (t != -100).sum().clamp(min=1)
+        loss = torch.zeros((), device=h.device, dtype=acc)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
+        for start in range(0, h.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            chunk_loss, grad_logits = _ce_chunk((h[rows] @ w.t()).to(acc), t[rows], count)
+            loss += chunk_loss
+            grad_h[rows] = grad_logits.to(dtype) @ w
+            grad_w += (grad_logits.to(dtype).t() @ h[rows]).to(acc)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.hidden_shape, ctx.hidden_dtype, ctx.weight_dtype = hidden.shape, hidden.dtype, weight.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        grad_hidden = (grad_h * grad_loss.to(grad_h.dtype)).view(ctx.hidden_shape).to(ctx.hidden_dtype)
+        return grad_hidden, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None
+
+
+def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor):
+    """Summed CE / count of one chunk, and d(loss)/d(logits) = (softmax - onehot) / count."""
+    valid = targets != -100
+    safe = targets.clamp(min=0).unsqueeze(1)
+    lse = logits.logsumexp(-1, keepdim=True)
+    loss = ((lse - logits.gather(1, safe)).squeeze(1) * valid).sum() / count
+    grad = logits.sub_(lse).exp_()  # softmax, in place: the logits are not needed again
+    grad.scatter_add_(1, safe, -torch.ones_like(safe, dtype=grad.dtype))
+    return loss, grad.mul_((valid.unsqueeze(1) / count).to(grad.dtype))
+
+
+def fused_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                        chunk_tokens: int = 1024) -> torch.Tensor:
+    """Mean next-token loss of `hidden` [B, T, d] through the output matrix, autocast-aware."""
+    dtype = hidden.dtype
+    if torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, dtype)
+
+
 @dataclass
 class ModelOutput:
     """What a forward returns; `stats` is empty unless asked for (and for SwiGLU)."""
@@ -154,8 +209,12 @@ class CausalLM(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
-                return_stats: bool = False) -> ModelOutput:
-        """Logits for `input_ids` [B, T]; loss against `targets` [B, T] (-100 = ignore)."""
+                return_stats: bool = False, return_logits: bool = True) -> ModelOutput:
+        """Logits for `input_ids` [B, T]; loss against `targets` [B, T] (-100 = ignore).
+
+        ``return_logits=False`` (training) computes the loss chunk-wise without materialising
+        the [B, T, vocab] logits; ``logits`` is then None.
+        """
         x = self.model.embed_tokens(input_ids)
         rope = self.model.rotary_emb(input_ids.shape[1], input_ids.device)
         aux_loss, per_layer = x.new_zeros((), dtype=torch.float32), []
@@ -163,10 +222,15 @@ class CausalLM(nn.Module):
             x, aux, stats = layer(x, rope, return_stats)
             aux_loss = aux_loss + aux.float()
             per_layer.append(stats)
-        logits = self.lm_head(self.model.norm(x))
+        hidden = self.model.norm(x)
+        if targets is not None and not return_logits:
+            ce = fused_cross_entropy(hidden, self.lm_head.weight, targets)
+            return ModelOutput(None, ce + aux_loss, aux_loss, _stack_stats(per_layer))
+        logits = self.lm_head(hidden)
         loss = None
         if targets is not None:
-            ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            ce = F.cross_entropy(wide.flatten(0, 1), targets.flatten(), ignore_index=-100)
             loss = ce + aux_loss
         return ModelOutput(logits, loss, aux_loss, _stack_stats(per_layer))
 

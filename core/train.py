@@ -202,7 +202,7 @@ class Trainer:
             sync = i == accum - 1 or self.world.world_size == 1
             no_sync = getattr(self.step_model, "no_sync", nullcontext)
             with (nullcontext() if sync else no_sync()), autocast_context(self.config, self.device):
-                out = self.step_model(x[rows], y[rows])
+                out = self.step_model(x[rows], y[rows], return_logits=False)
                 (out.loss / accum).backward()
             loss_sum += out.loss.detach().float() / accum
             aux_sum += out.aux_loss.detach().float() / accum

@@ -114,3 +114,34 @@ def test_mixture_matches_formula(share):
     sparse_down = ffn.sparse_down_proj if share == "none" else ffn.down_proj
     expected = (r[..., :1] * 0.7 * ffn.down_proj(dense) + r[..., 1:] * 1.3 * sparse_down(sparse))
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["jumprelu", "shifted_relu"])
+def test_fused_dual_path_equals_plain_formula(kind):
+    config = tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5)
+    fused = build_ffn(config)
+    plain = build_ffn(tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5,
+                                        ffn_fused=False))
+    assert fused.fused and not plain.fused
+    plain.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        for m in (fused, plain):
+            torch.manual_seed(1)
+            m.router.proj.weight.normal_()
+            m.alpha_dense.fill_(0.8)
+            m.alpha_sparse.fill_(1.7)
+    x = torch.randn(3, 6, config.hidden_size, dtype=torch.float64)
+    fused, plain = fused.double(), plain.double()
+    (y_f, _, _), (y_p, _, _) = fused(x.clone().requires_grad_()), plain(x)
+    torch.testing.assert_close(y_f, y_p, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(y_f)
+    grads = []
+    for m in (fused, plain):
+        xin = x.clone().requires_grad_()
+        y, _, _ = m(xin)
+        (y * weight).sum().backward()
+        grads.append({"x": xin.grad, **{n: p.grad for n, p in m.named_parameters()}})
+    assert grads[0]["threshold"].abs().item() > 0  # theta's gradient is non-zero in this set-up
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12, msg=name)

@@ -115,3 +115,33 @@ def test_cuda_bf16_autocast_step(ffn, threshold):
     if ffn == "dual":
         assert model.model.layers[0].mlp.threshold.grad is not None
         assert out.stats["router_sparse"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("ffn", ["swiglu", "dual"])
+def test_fused_cross_entropy_equals_plain_loss_and_gradients(ffn):
+    torch.manual_seed(3)
+    model = build_model(tiny_model_config(ffn=ffn)).double()
+    ids, targets = torch.randint(0, 97, (3, 11)), torch.randint(0, 97, (3, 11))
+    targets[0, :4] = -100  # ignored positions
+    results = []
+    for return_logits in (True, False):
+        model.zero_grad()
+        out = model(ids, targets, return_logits=return_logits)
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        assert (out.logits is None) == (not return_logits)
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
+    for name, grad in results[0][1].items():  # RMSNorm computes in fp32 even in a double model
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-9, msg=name)
+
+
+def test_fused_cross_entropy_chunks_are_exact():
+    from core.model import fused_cross_entropy
+
+    hidden = torch.randn(2, 9, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(13, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 13, (2, 9))
+    loss = fused_cross_entropy(hidden, weight, targets, chunk_tokens=4)  # 18 tokens: 4 chunks + 2
+    reference = torch.nn.functional.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten())
+    torch.testing.assert_close(loss, reference)
+    assert torch.autograd.gradcheck(lambda h, w: fused_cross_entropy(h, w, targets, 4), (hidden, weight))

