@@ -182,12 +182,26 @@ def results_tab(explorer: Explorer, default_experiment: str | None) -> dict:
         variants = [r["variant"] for r in rows]
         base = base if base in variants else (variants[0] if variants else None)
         rows = explorer.results(exp, base) if base else rows
-        return pd.DataFrame(rows), gr.update(choices=variants, value=base), explorer.results_csv(exp, base)
+        csv = explorer.results_csv(exp, base)
+        return _results_display(rows), gr.update(choices=variants, value=base), csv
 
     for trigger in (experiment.change, baseline.change, refresh_btn.click):
         trigger(show, [experiment, baseline], [table, baseline, download], api_visibility="private")
     return {"experiment": experiment, "table": table, "show": show, "inputs": [experiment, baseline],
             "outputs": [table, baseline, download]}
+
+
+def _results_display(rows: list[dict]) -> pd.DataFrame:
+    """Table 1 rounded for reading; the CSV download keeps full precision."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    shown = frame[["variant", "seeds", "val_loss", "delta_vs_baseline", "p_value", "peak_mem_gb", "tok_s",
+                   "params"]].copy()
+    for column, digits in (("delta_vs_baseline", 4), ("p_value", 3), ("peak_mem_gb", 2), ("tok_s", 0)):
+        shown[column] = pd.to_numeric(shown[column], errors="coerce").round(digits)
+    return shown.rename(columns={"val_loss": "val loss (mean ± std)", "delta_vs_baseline": "delta",
+                                 "p_value": "p (Welch)", "peak_mem_gb": "peak mem GB"})
 
 
 # Inspect tab ---------------------------------------------------------------------------------------
@@ -204,7 +218,7 @@ def inspect_tab(explorer: Explorer) -> dict:
         inspect_btn = gr.Button("Inspect", variant="primary")
         info = gr.Markdown()
         with gr.Row():
-            tokens_a = gr.HighlightedText(label="Run A: sparse-path weight (red) vs dense (purple)",
+            tokens_a = gr.HighlightedText(label="Run A",
                                           combine_adjacent=False, show_legend=False)
             tokens_b = gr.HighlightedText(label="Run B", combine_adjacent=False, show_legend=False)
         router_plot = gr.Plot(label="Router: sparse-path weight, tokens x layers")
@@ -218,7 +232,8 @@ def inspect_tab(explorer: Explorer) -> dict:
         except (ValueError, FileNotFoundError) as error:  # keep the previous views, say why
             return (f"**Cannot inspect:** {error}", *[gr.update()] * 6)
         dual = [r for r in results if r["router_sparse"] is not None]
-        colours = [_token_colours(r, int(at_layer)) for r in results] + [None]
+        colours = [gr.update(value=_token_colours(r, int(at_layer)), label=_colour_label(r, int(at_layer)))
+                   for r in results] + [gr.update(value=None, label="Run B")]
         heat = dual[0] if dual else None
         notes = [f"**{r['run']}** ({r['variant']}): {len(r['ids'])} tokens, mean loss "
                  f"{r['mean_loss']:.3f}" + (" (text cut to the model's context)" if r["truncated"] else "")
@@ -250,6 +265,13 @@ def _token_colours(result: dict, layer: int) -> list[tuple[str, float]]:
     losses = [v or 0.0 for v in result["token_loss"]]
     top = max(losses) or 1.0
     return [(t, round(v / top, 4)) for t, v in zip(result["tokens"], losses)]
+
+
+def _colour_label(result: dict, layer: int) -> str:
+    if result["router_sparse"] is None:
+        return f"{result['run']}: per-token loss (darker = higher)"
+    shown = min(layer, len(result["router_sparse"]) - 1)
+    return f"{result['run']}, layer {shown}: sparse-path weight (red) vs dense (purple)"
 
 
 def _layer_params(dual: list[dict]) -> dict[str, list[float]]:

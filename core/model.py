@@ -149,14 +149,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor):
-    """Summed CE / count of one chunk, and d(loss)/d(logits) = (softmax - onehot) / count."""
+    """Summed CE / count of one chunk, and d(loss)/d(logits) = (softmax - onehot) / count.
+
+    Works in place on `logits` (not needed afterwards): five passes over the chunk instead of
+    logsumexp's own passes plus a second softmax.
+    """
     valid = targets != -100
     safe = targets.clamp(min=0).unsqueeze(1)
-    lse = logits.logsumexp(-1, keepdim=True)
-    loss = ((lse - logits.gather(1, safe)).squeeze(1) * valid).sum() / count
-    grad = logits.sub_(lse).exp_()  # softmax, in place: the logits are not needed again
-    grad.scatter_add_(1, safe, -torch.ones_like(safe, dtype=grad.dtype))
-    return loss, grad.mul_((valid.unsqueeze(1) / count).to(grad.dtype))
+    target_logit = logits.gather(1, safe).squeeze(1)
+    peak = logits.amax(-1, keepdim=True)
+    probs = logits.sub_(peak).exp_()
+    total = probs.sum(-1, keepdim=True)
+    loss = (((peak + total.log()).squeeze(1) - target_logit) * valid).sum() / count
+    probs.mul_((valid.unsqueeze(1) / count).to(probs.dtype) / total)
+    probs.scatter_add_(1, safe, -(valid.unsqueeze(1) / count).to(probs.dtype))
+    return loss, probs
 
 
 def fused_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

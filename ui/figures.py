@@ -43,7 +43,8 @@ def curves_figure(bands: dict[str, Band], metric: str, x: str = "step", spread: 
         for trace in _band_traces(name, band, color, spread):
             fig.add_trace(trace)
     fig.update_layout(xaxis_title=x, yaxis_title=metric, template="plotly_white", height=420,
-                      margin=dict(l=50, r=20, t=30, b=40), legend=dict(orientation="h", y=1.08),
+                      margin=dict(l=50, r=20, t=30, b=40),
+                      legend=dict(orientation="h", y=1.0, x=1.0, xanchor="right", yanchor="bottom"),
                       uirevision=metric)  # keeps the user's zoom across live refreshes
     if log_y:
         fig.update_yaxes(type="log")
