@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ def running_app(runs_dir: Path, extra_env: dict | None = None, timeout: float = 
     port = free_port()
     env = {**os.environ, "RUNS_DIR": str(runs_dir), "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
-    log = open(runs_dir.parent / f"app-{port}.log", "wb")  # noqa: SIM115 - closed below
+    log = open(Path(tempfile.gettempdir()) / f"explorer-app-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
