@@ -108,7 +108,9 @@ def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", help="experiment folder (not with --recipe)")
+    p.add_argument("--recipe", default=None, help="named ablation with an lr sweep: "
+                   "cpu-ablation or paper-ablation (see core/recipes.py)")
     p.add_argument("--preset", default="micro")
     p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
     p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
@@ -120,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.recipe:
+        return _main_recipe(args)
     try:
+        if not args.experiment:
+            raise ValueError("give --experiment (or --recipe)")
         validate_name(args.experiment, "experiment name")
         if args.parallel < 1:
             raise ValueError("--parallel must be >= 1")
@@ -138,6 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {name} failed; see {Run.at(root, args.experiment, name).file('train.log')}",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def _main_recipe(args: argparse.Namespace) -> int:
+    from core.recipes import RECIPES, run_recipe, summary_text  # recipes build on this module
+
+    if args.recipe not in RECIPES:
+        print(f"error: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}", file=sys.stderr)
+        return 2
+    root = runs_root(args.runs_dir)
+    codes = run_recipe(args.recipe, root, max(1, args.parallel), progress=not args.no_progress)
+    print(summary_text(args.recipe, root))
+    return 1 if any(code != 0 for code in codes.values()) else 0
 
 
 if __name__ == "__main__":
