@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import FFN_SHARES, FFN_THRESHOLDS, PRESETS, preset
+from core.hub import pull_at_start
 from core.stats import Band
 from ui.figures import curves_figure, layer_heatmap, layer_params_figure, token_loss_figure
 from ui.service import Explorer, Limits, dual_label
@@ -328,6 +329,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
 def main() -> None:
     settings = app_settings()
+    # Space start-up: pull $EXPLORER_HUB_EXPERIMENT (owner/name) if set; a failure only logs a warning.
+    pull_at_start(settings.runs_dir)
     explorer = Explorer(settings.runs_dir, settings.limits, settings.max_concurrent)
     app = build_app(explorer)
     app.queue(default_concurrency_limit=8).launch(

@@ -8,16 +8,19 @@ A running trainer holds an exclusive ``flock`` on ``run.lock``: that, not a pid,
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import re
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save, save_file
+from safetensors.torch import load_file, save
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 # One path component; "+" and "=" are allowed after the first character because run names
@@ -76,8 +79,11 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
+def _write_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write a new file and fsync it (the caller makes it visible atomically)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
 
 
@@ -179,14 +185,25 @@ class Run:
 
     # checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, weights: dict[str, torch.Tensor], trainer_state: dict, step: int) -> None:
-        """Write weights + trainer state of `step` as one unit, then point model.safetensors at them."""
+        """Write weights + trainer state of `step` as one unit, then point model.safetensors at them.
+
+        The files are staged in checkpoint.tmp/ and swapped in by renames, so a crash or a full
+        disk leaves the previous checkpoint/ loadable; a failed write removes the staging folder.
+        """
         staging, final, old = (self.file(n) for n in ("checkpoint.tmp", "checkpoint", "checkpoint.old"))
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        save_file(weights, str(staging / "model.safetensors"), metadata={"step": str(step)})
-        torch.save({**trainer_state, "step": step}, staging / "trainer_state.pt")
-        for name in ("model.safetensors", "trainer_state.pt"):
-            _fsync_file(staging / name)
+        try:
+            staging.mkdir(parents=True)
+            state = io.BytesIO()
+            torch.save({**trainer_state, "step": step}, state)
+            # Serialized in memory and written by Python: a full disk then raises OSError
+            # (ENOSPC/EFBIG) naming the file, where the safetensors and torch writers raise
+            # opaque errors. Costs one checkpoint's size of memory for the moment of the save.
+            _write_synced(staging / "model.safetensors", save(weights, metadata={"step": str(step)}))
+            _write_synced(staging / "trainer_state.pt", state.getbuffer())
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # frees the space the status write needs
+            raise
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
@@ -199,10 +216,13 @@ class Run:
         tmp = self.file(".model.safetensors.tmp")
         tmp.unlink(missing_ok=True)
         try:
-            os.link(source, tmp)  # a hard link: no second copy of the weights on disk
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, self.file("model.safetensors"))
+            try:
+                os.link(source, tmp)  # a hard link: no second copy of the weights on disk
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, self.file("model.safetensors"))
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def checkpoint_dir(self) -> Path | None:
         """The newest complete checkpoint folder (falls back to the previous one mid-swap)."""
@@ -377,3 +397,54 @@ class ExperimentWatcher:
         for info in self.poll().values():
             out.setdefault(info["variant"], []).append(info["metrics"])
         return out
+
+
+# Installing a whole experiment (core.hub pull) ---------------------------------------------------
+def _check_replaceable(target: Path, replace: bool) -> None:
+    if not target.exists():
+        return
+    if not replace:
+        raise FileExistsError(f"experiment {target.name!r} already exists in {target.parent}")
+    busy = [p.name for p in target.iterdir() if p.is_dir() and Run(p).is_alive()]
+    if busy:
+        raise RunLockedError(f"experiment {target.name!r} has runs in training ({', '.join(busy)}); "
+                             "cancel them before replacing it")
+
+
+@contextlib.contextmanager
+def staged_experiment(root: str | Path | None, experiment: str, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden folder in the runs root; when the block ends normally it becomes
+    ``<root>/<experiment>`` in one rename, so readers never see a half-written experiment.
+
+    An existing experiment raises FileExistsError before the block runs (and again before the
+    swap) unless `replace`; with `replace` it is swapped out and deleted, unless one of its runs
+    is training (RunLockedError). If the block raises, the folder is deleted and nothing changes.
+    """
+    base = runs_root(root)
+    target = base / validate_name(experiment, "experiment name")
+    _check_replaceable(target, replace)
+    base.mkdir(parents=True, exist_ok=True)
+    # Hidden (leading dot): list_experiments never shows it; same filesystem, so rename is atomic.
+    staging = Path(tempfile.mkdtemp(prefix=f".{experiment}.incoming-", dir=base))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it 0700; the experiment should look like any other
+        yield staging
+        _check_replaceable(target, replace)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    if not target.exists():
+        staging.rename(target)
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+        target.rename(old)  # onto the empty temp folder: rename replaces an empty directory
+        try:
+            staging.rename(target)
+        except OSError:
+            old.rename(target)  # put the old experiment back: nothing changed
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)

@@ -1,0 +1,359 @@
+"""Self-contained HTML report of an experiment: setup, Table 1, Figure 1, knock-out, diagnostics.
+
+``python -m core.report EXPERIMENT [--runs-dir D] [--out FILE]``. The page embeds plotly.js once
+(no network needed to view it) and one interactive figure per section; bands are mean ± std over
+seeds (core.stats.seed_band). Reads runs only through core.runs.experiment_records.
+"""
+
+import argparse
+import html
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+import core.diagnostics
+from core.config import ModelConfig
+from core.ffn import ffn_hidden_size
+from core.runs import experiment_records, runs_root, validate_name
+from core.stats import Band, seed_band, table1
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
+DIAGNOSTIC_GROUPS = ("routing", "threshold", "sparsity", "interference", "alpha")
+# Subplot order within each group; names not listed follow alphabetically.
+METRIC_ORDER = ["sparse_weight", "mostly_sparse", "entropy", "entropy_of_mean", "mutual_info",
+                "logit_rms", "collapsed", "theta", "theta_raw", "grad", "window_frac", "zero_frac",
+                "dead_frac", "always_on_frac", "cosine", "neg_frac", "norm_ratio", "cosine_gate",
+                "cosine_up", "cosine_down", "dense", "sparse"]
+_KEY = re.compile(r"^(?P<group>[a-z]+)/(?:L(?P<layer>\d+)(?:/(?P<name>.+))?|(?P<flat>.+))$")
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.3em .6em}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.85em}"""
+
+
+# ---------------------------------------------------------------------------- small formatting
+
+
+def _num(value, fmt: str) -> str:
+    """Format a number, '-' when missing or not finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return format(value, fmt) if math.isfinite(value) else "-"
+
+
+def _p_value(value) -> str:
+    text = _num(value, ".3f")
+    return _num(value, ".1e") if text != "-" and float(value) < 1e-3 else text
+
+
+def html_table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    """An HTML table of already formatted cells; columns in `numeric` are right-aligned."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=num' if j in numeric else ''}>{html.escape(str(c))}</td>"
+                         for j, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    if hex_color.startswith("rgb("):  # plotly's sampled colorscales give rgb(r, g, b)
+        return hex_color.replace("rgb(", "rgba(").replace(")", f", {alpha})")
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _figure_html(title: str, fig: go.Figure) -> str:
+    """A heading and the figure as a div; plotly.js itself is loaded once in the page head.
+
+    The title is HTML, not plotly's: the figure JSON escapes "/" and so hides metric names.
+    """
+    div = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+    return f"<h3>{html.escape(title)}</h3>\n{div}"
+
+
+# ---------------------------------------------------------------------------- setup and tables
+
+
+def _values(records: list[dict], get: Callable[[dict], object]) -> str:
+    """The distinct values of one setting over runs, in order ("a, b" when they differ)."""
+    seen = []
+    for record in records:
+        try:
+            value = get(record)
+        except (KeyError, TypeError, ValueError):
+            value = "?"
+        if value not in seen:
+            seen.append(value)
+    return ", ".join(str(v) for v in seen)
+
+
+def _tokens(record: dict) -> str:
+    tokens = record["summary"].get("tokens")
+    if tokens is None:
+        train = record["config"]["train"]
+        tokens = train["steps"] * train["batch_size"] * train["seq_len"]
+    return f"{int(tokens):,}"
+
+
+def _model_shape(record: dict) -> str:
+    model = record["config"]["model"]
+    hidden = ffn_hidden_size(ModelConfig(**model))
+    return f"d={model['hidden_size']}, {model['num_hidden_layers']} layers, FFN h={hidden}"
+
+
+def _data(record: dict) -> str:
+    data = record["config"]["data"]
+    cut = f", first {data['max_bytes']:,} bytes" if data.get("max_bytes") else ""
+    return f"{data['source']} (tokenizer {data['tokenizer']}{cut})"
+
+
+SETUP_COLUMNS: list[tuple[str, Callable[[dict], object]]] = [
+    ("preset", lambda r: r["config"]["preset"]),
+    ("steps", lambda r: r["config"]["train"]["steps"]),
+    ("tokens / run", _tokens),
+    ("batch x seq", lambda r: f"{r['config']['train']['batch_size']} x {r['config']['train']['seq_len']}"),
+    ("peak lr", lambda r: r["config"]["train"]["lr"]),
+    ("model", _model_shape),
+    ("data", _data),
+    ("device", lambda r: r["config"]["device"]),
+]
+
+
+def by_variant(records: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by variant label, in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(str(record["variant"]), []).append(record)
+    return groups
+
+
+def setup_html(records: list[dict]) -> str:
+    """One row per variant: seeds, run states and the settings that define the runs."""
+    rows = []
+    for variant, runs in by_variant(records).items():
+        seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: str(r["seed"])))
+        states = _values(runs, lambda r: r["status"])
+        rows.append([variant, seeds, states] + [_values(runs, get) for _, get in SETUP_COLUMNS])
+    return html_table(["variant", "seeds", "status"] + [name for name, _ in SETUP_COLUMNS], rows)
+
+
+def table1_html(records: list[dict], baseline: str | None = None) -> str:
+    """The Table 1 analogue (core.stats.table1) as HTML."""
+    df = table1(records, baseline)
+    rows = [[r["variant"], str(int(r["seeds"])), r["val_loss"], _num(r["delta_vs_baseline"], "+.4f"),
+             _p_value(r["p_value"]), _num(r["peak_mem_gb"], ".2f"), _num(r["tok_s"], ",.0f"),
+             _num(r["params"], ",.0f")] for _, r in df.iterrows()]
+    headers = ["variant", "seeds", "val loss (mean ± std)", "Δ vs baseline", "p (Welch)",
+               "peak mem GB", "tok/s", "params"]
+    return html_table(headers, rows, numeric={1, 3, 4, 5, 6, 7})
+
+
+def _mean_std(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "-"
+    mean = sum(finite) / len(finite)
+    if len(finite) == 1:
+        return f"{mean:.4f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def knockout_html(records: list[dict]) -> str | None:
+    """Val loss with the learned mix / dense path only / sparse path only, per variant; None if
+    no run's summary holds "knockout"."""
+    rows = []
+    for variant, runs in by_variant(records).items():
+        found = [r["summary"]["knockout"] for r in runs if isinstance(r["summary"].get("knockout"), dict)]
+        if not found:
+            continue
+        cells = [_mean_std([_float(k.get(name)) for k in found])
+                 for name in ("mix", "dense_only", "sparse_only")]
+        rows.append([variant, str(len(found)), *cells])
+    if not rows:
+        return None
+    return html_table(["variant", "runs", "learned mix", "dense path only", "sparse path only"], rows,
+                      numeric={1, 2, 3, 4})
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _band_traces(band: Band, name: str, color: str, group: str, showlegend: bool) -> list[go.Scatter]:
+    """Upper edge, lower edge filled up to it, mean line: mean ± std over seeds."""
+    edge = dict(mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=group)
+    return [
+        go.Scatter(x=band.x, y=band.mean + band.std, **edge),
+        go.Scatter(x=band.x, y=band.mean - band.std, fill="tonexty", fillcolor=_rgba(color, 0.18), **edge),
+        go.Scatter(x=band.x, y=band.mean, mode="lines", name=name, legendgroup=group,
+                   showlegend=showlegend, line=dict(color=color, width=2), customdata=band.n,
+                   hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}} (n=%{{customdata}})<extra></extra>"),
+    ]
+
+
+def band_figure(groups: dict[str, list[list[dict]]], key: str) -> go.Figure:
+    """Metric `key` over steps, one colour per variant: mean over seeds with a ±std band."""
+    fig = go.Figure()
+    for i, (variant, runs) in enumerate(groups.items()):
+        band = seed_band(runs, key)
+        if len(band.x):
+            fig.add_traces(_band_traces(band, variant, PALETTE[i % len(PALETTE)], variant, True))
+    fig.update_layout(xaxis_title="step", yaxis_title=key, template="plotly_white", height=400,
+                      margin=dict(l=60, r=20, t=20, b=40), legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def diagnostic_keys(groups: dict[str, list[list[dict]]]) -> dict[str, dict[str, dict[str, str]]]:
+    """{group: {metric name: {layer label: key}}} of every diagnostic key any run logged.
+
+    ``threshold/L{i}`` (logged by evaluate) is theta; the explicit ``threshold/L{i}/theta`` wins.
+    """
+    keys = sorted({k for runs in groups.values() for m in runs for line in m for k in line},
+                  key=lambda k: (k.count("/"), k), reverse=True)  # explicit names before bare ones
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for key in keys:
+        match = _KEY.match(key)
+        if not match or match["group"] not in DIAGNOSTIC_GROUPS:
+            continue
+        name = match["name"] or match["flat"] or ("theta" if match["group"] == "threshold" else "value")
+        layer = f"L{match['layer']}" if match["layer"] is not None else "all"
+        out.setdefault(match["group"], {}).setdefault(name, {}).setdefault(layer, key)
+    return out
+
+
+def _metric_sort(name: str) -> tuple[int, str]:
+    return (METRIC_ORDER.index(name) if name in METRIC_ORDER else len(METRIC_ORDER), name)
+
+
+def _layer_sort(label: str) -> int:
+    return int(label[1:]) if label[1:].isdigit() else -1
+
+
+def diagnostics_figure(metrics: dict[str, dict[str, str]],
+                       groups: dict[str, list[list[dict]]]) -> go.Figure:
+    """One subplot per metric of a group; a band per (variant, layer): colour = layer, dash = variant."""
+    names = sorted(metrics, key=_metric_sort)
+    layers = sorted({label for by_layer in metrics.values() for label in by_layer}, key=_layer_sort)
+    colors = sample_colorscale("Viridis", [i / max(1, len(layers) - 1) * 0.9 for i in range(len(layers))])
+    cols = 2 if len(names) > 1 else 1
+    rows = math.ceil(len(names) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, vertical_spacing=0.3 / rows)
+    legend_done: set[str] = set()
+    for n, name in enumerate(names):
+        for layer, key in sorted(metrics[name].items(), key=lambda kv: _layer_sort(kv[0])):
+            for v, (variant, runs) in enumerate(groups.items()):
+                band = seed_band(runs, key)
+                if not len(band.x) or not (band.n > 0).any():
+                    continue
+                label, color = f"{variant} {layer}", colors[layers.index(layer)]
+                traces = _band_traces(band, label, color, label, label not in legend_done)
+                traces[-1].line.dash = DASHES[v % len(DASHES)]
+                legend_done.add(label)
+                fig.add_traces(traces, rows=n // cols + 1, cols=n % cols + 1)
+    fig.update_layout(template="plotly_white", height=max(300, 250 * rows),
+                      margin=dict(l=60, r=20, t=40, b=40))
+    return fig
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def _glossary() -> str:
+    """The metric definitions, from core.diagnostics' docstring (one source for both)."""
+    doc = core.diagnostics.__doc__ or ""
+    start = doc.find("\n", doc.find("Definitions")) + 1
+    return doc[start:].strip("\n")
+
+
+def _sections(records: list[dict], baseline: str | None) -> list[str]:
+    groups = {variant: [r["metrics"] for r in runs] for variant, runs in by_variant(records).items()}
+    parts = ["<h2>Setup</h2>", setup_html(records),
+             "<h2>Table 1: final validation loss</h2>", table1_html(records, baseline),
+             "<p class=note>Mean ± sample std over seeds of each run's last val loss; Δ and Welch's "
+             "t-test against the baseline (first row). Runs not completed are left out.</p>",
+             "<h2>Figure 1: validation loss</h2>",
+             _figure_html("val/loss (mean ± std over seeds)", band_figure(groups, "val/loss")),
+             _figure_html("train/loss (mean ± std over seeds)", band_figure(groups, "train/loss"))]
+    knockout = knockout_html(records)
+    if knockout:
+        parts += ["<h2>Knock-out: val loss with one path only</h2>", knockout,
+                  "<p class=note>Every router forced to (1, 0) or (0, 1) at the end of training; "
+                  "mean ± std over runs.</p>"]
+    parts.append("<h2>Diagnostics</h2>")
+    diagnostics = diagnostic_keys(groups)
+    if not diagnostics:
+        parts.append("<p class=note>No run logged diagnostic metrics (routing/, threshold/, "
+                     "sparsity/, interference/, alpha/).</p>")
+    for group in (g for g in DIAGNOSTIC_GROUPS if g in diagnostics):
+        title = f"{group}/… (mean ± std over seeds; colour = layer, dash = variant)"
+        parts.append(_figure_html(title, diagnostics_figure(diagnostics[group], groups)))
+    parts += ["<h3>Definitions</h3>", f"<pre>{html.escape(_glossary())}</pre>"]
+    return parts
+
+
+def build_report(root: str | Path | None, experiment: str, baseline: str | None = None) -> str:
+    """The report of `experiment` under the runs root as one HTML string (plotly.js inline).
+
+    ValueError when the experiment has no runs or `baseline` is not one of its variants.
+    """
+    validate_name(experiment, "experiment name")
+    records = experiment_records(root, experiment)
+    if not records:
+        raise ValueError(f"experiment {experiment!r} has no runs under {runs_root(root)}")
+    title = f"Experiment {experiment}"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    head = (f"<head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style>"
+            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>")
+    body = "\n".join([f"<h1>{html.escape(title)}</h1>",
+                      f"<p class=note>{len(records)} runs; report generated {stamp}.</p>",
+                      *_sections(records, baseline)])
+    return f"<!DOCTYPE html>\n<html>{head}<body>\n{body}\n</body></html>\n"
+
+
+def write_report(root: str | Path | None, experiment: str, out: str | Path | None = None,
+                 baseline: str | None = None) -> Path:
+    """Write the report to `out` (default ``report-<experiment>.html`` here); returns the path."""
+    path = Path(out or f"report-{experiment}.html")
+    text = build_report(root, experiment, baseline)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.report",
+                                     description="Write a self-contained HTML report of an experiment.")
+    parser.add_argument("experiment")
+    parser.add_argument("--runs-dir", default=None, help="runs root (default $RUNS_DIR or ./runs)")
+    parser.add_argument("--out", default=None, help="output file (default report-<experiment>.html)")
+    parser.add_argument("--baseline", default=None, help="baseline variant of Table 1 (default swiglu)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.runs_dir, args.experiment, args.out, args.baseline)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
