@@ -6,6 +6,7 @@ name (``ffn="dual"``) and resolved in :mod:`core.ffn`; nothing here holds code.
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -239,7 +240,14 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return None
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            value = math.inf
+    if annotation is float and isinstance(value, float):
+        if not math.isfinite(value):  # NaN passes every "> 0" check, and inf is no setting
+            raise ValueError(f"--set {key}: expected a finite number, got {str(value)[:40]}")
+        return value
     if annotation is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):

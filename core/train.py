@@ -5,12 +5,12 @@ atomic checkpoints and exact resume. Rank 0 alone writes the run directory.
 """
 
 import argparse
-import contextlib
 import errno
 import math
 import os
 import platform
 import resource
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -233,31 +233,42 @@ class Trainer:
             window_tokens += cfg.batch_size * cfg.seq_len
             bar.update(1)
             done = self.step == cfg.steps
-            if self.step % cfg.log_every == 0 or done:
+            log_due = self.step % cfg.log_every == 0 or done
+            checkpoint_due = self.step % cfg.checkpoint_every == 0 or done
+            # A checkpoint step off the log cadence still checks loss and gradient, so NaN weights
+            # never replace the last good checkpoint (the check is collective under DDP).
+            if log_due or (checkpoint_due and not self._finite(loss, grad_norm)):
                 loss_v, aux_v, norm_v = self._global_mean(loss, aux, grad_norm)
                 now = time.perf_counter()
                 rate = window_tokens / max(now - window_start, 1e-9)
                 self.elapsed += now - window_start
                 window_start, window_tokens = now, 0
                 tok_rates.append(rate)
-                self._check_finite(loss_v)
                 record = self._train_record(loss_v, aux_v, norm_v, rate)
-                if self.step % cfg.eval_every == 0 or done:
+                if math.isfinite(loss_v) and (self.step % cfg.eval_every == 0 or done):
                     record.update(evaluate(self.model, self.val, self.config, self.device))
-                    self._check_finite(record["val/loss"])
-                self._log(record)
+                self._log(record)  # logged before the check: the curves show where it broke
+                self._check_finite(record)
                 bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{rate:,.0f}")
-            if self.step % cfg.checkpoint_every == 0 or done:
+            if checkpoint_due:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # checkpoint time is not training throughput
         bar.close()
         return self._summary(tok_rates)
 
-    def _check_finite(self, value: float) -> None:
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"loss became {value} at step {self.step}; last finite loss "
-                                   f"{self.last_finite_loss}")
-        self.last_finite_loss = value
+    def _finite(self, *values: torch.Tensor) -> bool:
+        return all(math.isfinite(v) for v in self._global_mean(*values))
+
+    def _check_finite(self, record: dict) -> None:
+        """Raise TrainingDiverged when the loss or the gradient norm is NaN/inf: a NaN gradient
+        has already poisoned the weights. Remembers the last finite train loss."""
+        if math.isfinite(record["train/loss"]):
+            self.last_finite_loss = record["train/loss"]
+        for key in ("train/loss", "val/loss", "train/grad_norm"):
+            value = record.get(key)
+            if value is not None and not math.isfinite(value):
+                raise TrainingDiverged(f"{key} became {value} at step {self.step}; last finite train "
+                                       f"loss {self.last_finite_loss}")
 
     def _train_record(self, loss: float, aux: float, grad_norm: float, rate: float) -> dict:
         return {"step": self.step, "tokens": self.tokens, "elapsed_s": round(self.elapsed, 3),
@@ -363,8 +374,11 @@ def _record_failure(run: Run, trainer: Trainer, error: BaseException) -> None:
     fields = {"step": trainer.step, "error": _failure_message(error)}
     if isinstance(error, TrainingDiverged):
         fields["last_finite_loss"] = trainer.last_finite_loss
-    with contextlib.suppress(OSError):  # the disk that failed the run may refuse this too
+    try:
         run.write_status("failed", **fields)
+    except OSError as status_error:  # the disk that failed the run may refuse this too
+        print(f"error: could not record the failure in {run.file('status.json')}: "
+              f"{_failure_message(status_error)}", file=sys.stderr)
 
 
 # CLI ------------------------------------------------------------------------------------------------
@@ -424,8 +438,17 @@ def reexec_with_malloc_env() -> None:
               {**os.environ, **MALLOC_ENV})
 
 
+def ignore_file_size_signal() -> None:
+    """Past RLIMIT_FSIZE the kernel sends SIGXFSZ, which kills silently by default; ignored, the
+    write fails with EFBIG instead, and the run ends `failed` with a disk message. CPython ignores
+    it at start-up already: set here so the guarantee does not rest on an interpreter detail."""
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ignore_file_size_signal()
     try:
         config = config_from_args(args)
         run = resolve_run(args, config)

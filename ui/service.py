@@ -84,6 +84,33 @@ def parse_overrides(text: str | list | None) -> list[str]:
     return out
 
 
+def _whole_steps(value) -> int | None:
+    """Steps from a UI/API field: None, "" or 0 mean the preset's; else a whole number >= 1
+    (Gradio numbers arrive as floats; inf, NaN, 2.5 or a list are refused, not crashed on)."""
+    if value in (None, "", 0):
+        return None
+    steps = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        steps = value
+    elif isinstance(value, float) and value.is_integer():
+        steps = int(value)
+    elif isinstance(value, str) and value.strip().isdecimal():
+        steps = int(value.strip())
+    if steps is None or steps < 1:
+        raise ValueError(f"steps must be at least 1 (a whole number), got {str(value)[:40]!r}")
+    return steps
+
+
+def _lr_override(value) -> list[str]:
+    """The `train.lr=...` override of a UI/API field (None, "" or 0: the preset's)."""
+    if value in (None, "", 0):
+        return []
+    try:
+        return [f"train.lr={float(value)}"]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"lr must be a number, got {str(value)[:40]!r}") from None
+
+
 def dual_label(share: str = "all", threshold: str = "jumprelu", z_loss: float | None = None,
                balance: float | None = None, hidden: int | None = None, match: str = "width") -> str:
     """The variant label of a dual FFN with these options (defaults omitted)."""
@@ -161,16 +188,16 @@ class Explorer:
         validate_name(str(experiment or ""), "experiment name")
         if preset_name not in self.limits.presets:
             raise ValueError(f"preset must be one of {', '.join(self.limits.presets)}")
-        variants = [v for v in (variants or []) if v]
+        variants = [variants] if isinstance(variants, str) else [v for v in (variants or []) if v]
         if not variants:
             raise ValueError("choose at least one variant")
         for label in variants:
+            if not isinstance(label, str):
+                raise ValueError(f"a variant is a label like 'dual+ffn_share=none', got {label!r:.60}")
             parse_variant(label)
         seed_list = parse_seeds(seeds, self.limits.max_seeds)
-        steps = int(steps) if steps not in (None, "", 0) else None
-        if steps is not None and steps < 1:
-            raise ValueError("steps must be at least 1")
-        extra = parse_overrides(overrides) + ([f"train.lr={float(lr)}"] if lr else [])
+        steps = _whole_steps(steps)
+        extra = parse_overrides(overrides) + _lr_override(lr)
         cells = grid(preset_name, variants, seed_list, extra, steps, (data or None))
         cap = self.limits.max_steps
         if cap and any(c.config.train.steps > cap for c in cells):
