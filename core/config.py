@@ -7,6 +7,7 @@ name (``ffn="dual"``) and resolved in :mod:`core.ffn`; nothing here holds code.
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class TrainConfig:
     device: str = "auto"  # auto / cpu / cuda / cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) / fp32 / bf16
     compile: bool = False  # torch.compile the model (CUDA)
+    diagnostics: bool = True  # interference probe at evals and knock-out losses at the end (dual)
 
     def __post_init__(self) -> None:
         _positive(self, "steps", "batch_size", "grad_accum", "seq_len", "lr", "eval_every",
@@ -121,6 +123,12 @@ class TrainConfig:
             raise ValueError(f"grad_accum ({self.grad_accum}) must divide batch_size "
                              f"({self.batch_size})")
         _one_of(self, "dtype", ("auto", "fp32", "bf16"))
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
 
 @dataclass

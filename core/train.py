@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.data import Batches, load_tokens, val_batches
+from core.diagnostics import RoutingProbe, interference_probe, knockout_losses
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
 from core.runs import Run, runs_root, validate_name
 
@@ -106,24 +107,16 @@ def peak_memory_gb(device: torch.device) -> float:
 
 @torch.no_grad()
 def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.device) -> dict:
-    """Mean val loss on the fixed set, plus per-layer routing/sparsity means for dual models."""
+    """Mean val loss on the fixed set, plus per-layer routing/threshold/sparsity metrics (dual)."""
     model.eval()
-    losses, stats_sum = [], {}
-    for x, y in batches:
-        with autocast_context(config, device):
-            out = model(x.to(device), y.to(device), return_stats=True)
-        losses.append((out.loss - out.aux_loss).float())
-        for key, value in out.stats.items():
-            per_layer = value.float().flatten(1).mean(1) if value.ndim > 1 else value.float()
-            stats_sum[key] = stats_sum.get(key, 0) + per_layer
+    losses = []
+    with RoutingProbe(model) as probe:  # routing/threshold/sparsity/alpha metrics of the same pass
+        for x, y in batches:
+            with autocast_context(config, device):
+                out = model(x.to(device), y.to(device))
+            losses.append((out.loss - out.aux_loss).float())
     model.train()
-    record = {"val/loss": torch.stack(losses).mean().item()}
-    names = {"router_sparse": "routing/L{}/sparse_weight", "zero_frac": "sparsity/L{}/zero_frac",
-             "theta": "threshold/L{}", "alpha_dense": "alpha/L{}/dense", "alpha_sparse": "alpha/L{}/sparse"}
-    for key, total in stats_sum.items():
-        for layer, value in enumerate((total / len(batches)).tolist()):
-            record[names.get(key, key + "/L{}").format(layer)] = value
-    return record
+    return {"val/loss": torch.stack(losses).mean().item(), **probe.metrics()}
 
 
 class Trainer:
@@ -246,7 +239,8 @@ class Trainer:
                 tok_rates.append(rate)
                 record = self._train_record(loss_v, aux_v, norm_v, rate)
                 if math.isfinite(loss_v) and (self.step % cfg.eval_every == 0 or done):
-                    record.update(evaluate(self.model, self.val, self.config, self.device))
+                    record.update(self._evaluate())
+                    window_start = time.perf_counter()  # evaluation is not training throughput
                 self._log(record)  # logged before the check: the curves show where it broke
                 self._check_finite(record)
                 bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{rate:,.0f}")
@@ -255,6 +249,18 @@ class Trainer:
                 window_start = time.perf_counter()  # checkpoint time is not training throughput
         bar.close()
         return self._summary(tok_rates)
+
+    def _autocast(self):
+        return autocast_context(self.config, self.device)
+
+    def _evaluate(self) -> dict:
+        """Val loss and routing metrics; on rank 0 also the pathway-interference probe."""
+        record = evaluate(self.model, self.val, self.config, self.device)
+        if self.config.train.diagnostics and self.world.main:
+            x, y = self.val[0]
+            rows = max(1, min(8, x.shape[0]))
+            record.update(interference_probe(self.model, x[:rows], y[:rows], self.device, self._autocast))
+        return record
 
     def _finite(self, *values: torch.Tensor) -> bool:
         return all(math.isfinite(v) for v in self._global_mean(*values))
@@ -285,7 +291,11 @@ class Trainer:
         records, _ = self.run.read_metrics(0) if self.run else ([], 0)
         val = [r["val/loss"] for r in records if "val/loss" in r]
         steady = tok_rates[1:] or tok_rates  # the first window includes warm-up
+        knockout = {}
+        if self.config.train.diagnostics and self.world.main:
+            knockout = knockout_losses(self.model, self.val, self.device, self._autocast)
         return {"final_val_loss": val[-1] if val else None, "steps": self.step, "tokens": self.tokens,
+                **({"knockout": knockout} if knockout else {}),
                 "elapsed_s": self.elapsed, "tok_s": sum(steady) / max(1, len(steady)),
                 "peak_mem_gb": peak_memory_gb(self.device),
                 "params_total": parameter_counts(self.model)["total"],

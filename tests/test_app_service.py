@@ -166,3 +166,23 @@ def test_inspect_bad_text(inspectable, text, message):
 def test_inspect_bad_runs(inspectable, runs, message):
     with pytest.raises(ValueError, match=message):
         inspectable.inspect(runs, "hello")
+
+
+@pytest.mark.parametrize("overrides, data, message", [
+    ("hidden_size=4096", None, "model.hidden_size"),
+    ("num_hidden_layers=48", None, "model.num_hidden_layers"),
+    ("batch_size=4096", None, "train.batch_size"),
+    ("ffn_hidden=100000", None, "ffn_hidden"),
+    ("", "fineweb", "data.source"),
+    ("", "/etc", "data.source"),
+])
+def test_locked_demo_refuses_costly_changes(tmp_path, overrides, data, message):
+    ex = Explorer(tmp_path, limits=Limits(presets=("micro",), locked=True), start_jobs=False)
+    try:
+        with pytest.raises(ValueError, match=message):
+            ex.plan("e", "micro", ["swiglu", "dual"], "0", 5, None, data, overrides)
+        assert ex.plan("e", "micro", [dual_label("none", "cats")], "0", 5, 0.01, None,
+                       "eval_every=5\nrouter_z_loss=0.01")  # FFN options and optimisation stay free
+    finally:
+        ex.close()
+    assert not list(tmp_path.iterdir())

@@ -97,7 +97,8 @@ def assert_not_torn(run: Run) -> None:
 
 def assert_same_run(run: Run, reference: Run) -> None:
     """Same logged losses at the same steps and the same final weights."""
-    for key in ("train/loss", "val/loss", "routing/L1/sparse_weight", "threshold/L0"):
+    for key in ("train/loss", "val/loss", "routing/L1/sparse_weight", "threshold/L0/theta",
+                "interference/L0/cosine"):
         got, want = series(run, key), series(reference, key)
         assert [s for s, _ in got] == [s for s, _ in want], key
         assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6), key

@@ -45,7 +45,9 @@ def test_micro_loss_falls_well_below_uniform(micro_experiment, ffn):
         records, _ = run.read_metrics(0)
         last = [r for r in records if "val/loss" in r][-1]
         assert 0 < last["routing/L0/sparse_weight"] < 1 and 0 < last["sparsity/L1/zero_frac"] < 1
-        assert last["threshold/L0"] != 0.5  # theta learned
+        assert last["threshold/L0/theta"] != 0.5  # theta learned
+        assert -1 <= last["interference/L0/cosine"] <= 1 and "routing/L0/mutual_info" in last
+        assert set(run.read_summary()["knockout"]) == {"mix", "dense_only", "sparse_only"}
 
 
 def test_seeds_differ_and_rerun_is_identical(micro_experiment, tmp_path):
@@ -83,7 +85,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert resumed.wait(300) == 0, resumed.stderr.read().decode()
     assert full.wait(300) == 0
     reference = Run(tmp_path / "full")
-    for key in ("train/loss", "val/loss", "routing/L1/sparse_weight", "threshold/L0"):
+    for key in ("train/loss", "val/loss", "routing/L1/sparse_weight", "threshold/L0/theta",
+                "interference/L0/cosine"):
         got, want = _losses(run, key), _losses(reference, key)
         assert [s for s, _ in got] == [s for s, _ in want]
         assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)

@@ -41,9 +41,12 @@ class Limits:
     max_seeds: int = 16
     max_queue: int | None = None
     max_text_chars: int = MAX_TEXT_CHARS
+    locked: bool = False  # only builtin data and the preset's model size, batch and data settings
 
     def describe(self) -> str:
         parts = [f"presets {', '.join(self.presets)}", f"at most {self.max_seeds} seeds"]
+        if self.locked:
+            parts.append("builtin data, preset model size and batch (FFN options, lr and schedule free)")
         if self.max_steps:
             parts.append(f"at most {self.max_steps} steps")
         if self.max_queue:
@@ -124,6 +127,25 @@ def dual_label(share: str = "all", threshold: str = "jumprelu", z_loss: float | 
     return variant_label(apply_overrides(preset("micro"), overrides).model)
 
 
+# What a locked (demo) launch may change: the FFN variant and its options, and optimisation
+# settings that do not change the cost of a step. Everything else must stay as the preset has it.
+_FREE_TRAIN = {"lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
+               "eval_every", "log_every", "checkpoint_every", "seed", "steps"}
+
+
+def _check_locked(config, base) -> None:
+    """Refuse changes to model size, batch, device or data in a locked (demo) setting."""
+    changed = [f"data.{k}" for k, v in vars(config.data).items() if getattr(base.data, k) != v]
+    changed += [f"train.{k}" for k, v in vars(config.train).items()
+                if k not in _FREE_TRAIN and getattr(base.train, k) != v]
+    changed += [f"model.{k}" for k, v in vars(config.model).items()
+                if not k.startswith(("ffn", "threshold_", "router_")) and getattr(base.model, k) != v]
+    if config.model.ffn_hidden > 4 * base.model.intermediate_size:
+        changed.append("model.ffn_hidden (at most 4x the preset's FFN width)")
+    if changed:
+        raise ValueError(f"not changeable here: {', '.join(changed)}")
+
+
 def _clean(value):
     """NaN/inf -> None, numpy scalars -> Python, recursively: strict JSON for API clients."""
     if isinstance(value, dict):
@@ -202,6 +224,9 @@ class Explorer:
         cap = self.limits.max_steps
         if cap and any(c.config.train.steps > cap for c in cells):
             raise ValueError(f"at most {cap} steps per run here")
+        if self.limits.locked:
+            for cell in cells:
+                _check_locked(cell.config, preset(preset_name))
         return cells, (steps, extra, seed_list, variants)
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,

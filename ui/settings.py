@@ -7,7 +7,7 @@ from ui.service import Limits
 
 # Demo mode (a public Space): small presets, bounded runs and queue, one run at a time.
 DEMO_LIMITS = Limits(presets=("micro", "tiny"), max_steps=300, max_seeds=3, max_queue=6,
-                     max_text_chars=2_000)
+                     max_text_chars=2_000, locked=True)
 
 
 @dataclass
