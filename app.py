@@ -163,6 +163,36 @@ def _band(data: dict) -> Band:
     return Band(**arr)
 
 
+# Diagnostics tab -----------------------------------------------------------------------------------
+def diagnostics_tab(explorer: Explorer, default_experiment: str | None) -> dict:
+    with gr.Tab("Diagnostics") as tab:
+        gr.Markdown("Per-layer routing, threshold, sparsity and pathway-interference metrics over "
+                    "training: one line per variant and layer, mean over seeds with a band.")
+        with gr.Row():
+            experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
+            family = gr.Dropdown([], label="Diagnostic", allow_custom_value=True)
+            x_axis = gr.Radio(["step", "tokens", "elapsed_s"], value="step", label="x")
+            spread = gr.Radio(["std", "minmax"], value="std", label="Band")
+        plot = gr.Plot(label="Per layer, mean over seeds with band")
+
+    def families(exp):
+        names = sorted(explorer.diagnostic_families(exp)) if exp else []
+        first = next((n for n in names if n.endswith("sparse_weight")), names[0] if names else None)
+        return gr.update(choices=names, value=first)
+
+    def draw(exp, fam, x, band):
+        if not exp or not fam:
+            return curves_figure({}, fam or "diagnostic", x)
+        data = explorer.diagnostics(exp, fam, x)
+        return curves_figure({name: _band(d) for name, d in data.items()}, fam, x, band)
+
+    experiment.change(friendly(families), experiment, family, api_visibility="private")
+    tab.select(friendly(families), experiment, family, api_visibility="private")
+    for component in (family, x_axis, spread):
+        component.change(friendly(draw), [experiment, family, x_axis, spread], plot, api_visibility="private")
+    return {}
+
+
 # Results tab ---------------------------------------------------------------------------------------
 def results_tab(explorer: Explorer, default_experiment: str | None) -> dict:
     with gr.Tab("Results"):
@@ -319,6 +349,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         launch = launch_tab(explorer)
         curves = curves_tab(explorer, default)
         results = results_tab(explorer, default)
+        diagnostics_tab(explorer, default)
         inspect_tab(explorer)
         register_api(explorer)
         app.load(launch["preview"], launch["inputs"], launch["outputs"], api_visibility="private")

@@ -186,3 +186,27 @@ def test_locked_demo_refuses_costly_changes(tmp_path, overrides, data, message):
     finally:
         ex.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_diagnostics_bands_per_variant_and_layer(tmp_path):
+    for variant in ("dual", "dual+ffn_share=none"):
+        for seed, offset in ((0, 0.0), (1, 0.2)):
+            run = Run.at(tmp_path, "diag", f"{variant}-s{seed}")
+            run.write_config({"variant": variant, "seed": seed})
+            for step in (10, 20):
+                run.append_metrics({"step": step, "val/loss": 5.0, "routing/L0/mutual_info": 0.1 + offset,
+                                    "routing/L1/mutual_info": 0.3 + offset, "threshold/L0/theta": 0.5})
+    ex = Explorer(tmp_path, start_jobs=False)
+    try:
+        families = ex.diagnostic_families("diag")
+        assert families["routing/mutual_info"] == {"L0": "routing/L0/mutual_info",
+                                                   "L1": "routing/L1/mutual_info"}
+        assert "threshold/theta" in families and "val/loss" not in str(families)
+        bands = ex.diagnostics("diag", "routing/mutual_info")
+        assert set(bands) == {"dual L0", "dual L1", "dual+ffn_share=none L0", "dual+ffn_share=none L1"}
+        assert bands["dual L1"]["mean"] == pytest.approx([0.4, 0.4])
+        assert bands["dual L1"]["std"] == pytest.approx([0.02 ** 0.5] * 2)  # sample sd of (0.3, 0.5)
+        with pytest.raises(ValueError, match="no diagnostic"):
+            ex.diagnostics("diag", "routing/nothing")
+    finally:
+        ex.close()

@@ -16,6 +16,7 @@ import pandas as pd
 from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
 from core.inspection import inspect_text
 from core.jobs import JobManager
+from core.report import diagnostic_keys
 from core.runs import (
     ExperimentWatcher,
     Run,
@@ -273,6 +274,25 @@ class Explorer:
             if len(band.x):
                 out[variant] = {**band.to_dict(), "seeds": [_series(m, metric, x) for m in runs]}
         return _clean(out)
+
+    def diagnostic_families(self, experiment: str) -> dict[str, dict[str, str]]:
+        """{"group/metric": {layer label: metric key}} of the diagnostics this experiment logged."""
+        groups: dict[str, list[list[dict]]] = {}
+        for info in self._polled(experiment).values():
+            groups.setdefault(info["variant"], []).append(info["metrics"])
+        return {f"{group}/{name}": layers for group, names in diagnostic_keys(groups).items()
+                for name, layers in names.items()}
+
+    def diagnostics(self, experiment: str, family: str, x: str = "step", smoothing: float = 0.0) -> dict:
+        """Seed bands of one diagnostic for every variant and layer, keyed "variant L{i}"."""
+        layers = self.diagnostic_families(experiment).get(family)
+        if layers is None:
+            raise ValueError(f"no diagnostic {family!r} logged in {experiment}")
+        out = {}
+        for layer, key in sorted(layers.items(), key=lambda item: (len(item[0]), item[0])):
+            for variant, band in self.curves(experiment, key, x, smoothing).items():
+                out[f"{variant} {layer}"] = band
+        return out
 
     def results(self, experiment: str, baseline: str | None = None) -> list[dict]:
         validate_name(experiment, "experiment name")
