@@ -17,7 +17,6 @@ tokenized once per (corpus, max_bytes, val_fraction, tokenizer) into one flat id
 by a seed. Every cache file is written to a temporary name and renamed into place.
 """
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -28,7 +27,6 @@ import os
 import re
 import socket
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
 from core.config import DataConfig
+from core.fsutil import atomic_file, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -298,28 +297,6 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Write `path` through a temporary file renamed into place, so readers never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened with open() (not mkstemp, whose 0600 ignores the umask).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    with _atomic_file(path) as f:
-        f.write(payload)
-
-
 # ---------------------------------------------------------------- the corpus, split once
 
 
@@ -410,7 +387,7 @@ def _bpe_tokenizer(corpus: _Corpus, vocab_size: int, progress: bool) -> tuple[To
         return Tokenizer.from_file(str(path)), path
     train, _ = corpus.parts
     tok = _train_bpe((p for text, _ in train for p in _pieces(text)), vocab_size, progress)
-    _write_atomic(path, tok.to_str().encode())
+    atomic_write_bytes(path, tok.to_str().encode())
     CACHE_STATS["bpe_trained"] += 1
     log.info("trained BPE tokenizer (vocab %d) -> %s", tok.get_vocab_size(), path)
     return tok, path
@@ -425,7 +402,7 @@ def _hub_tokenizer(name: str, vocab_size: int) -> tuple[Tokenizer, Path]:
     else:
         check_hub_reachable(f"tokenizer {name!r}")
         tok = Tokenizer.from_pretrained(name)
-        _write_atomic(path, tok.to_str().encode())
+        atomic_write_bytes(path, tok.to_str().encode())
     if tok.get_vocab_size() > vocab_size:
         raise ValueError(f"tokenizer {name!r} has {tok.get_vocab_size()} ids, more than vocab_size "
                          f"{vocab_size}; raise model.vocab_size")
@@ -504,11 +481,11 @@ def _build_tokens(path: Path, tok: Tokenizer, corpus: _Corpus, meta: dict, progr
     dtype = np.dtype(meta["dtype"])
     total = sum(len(t.encode()) for t, _ in train + val)
     with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress) as bar, \
-            _atomic_file(path) as f:
+            atomic_file(path) as f:
         n_train = _write_ids(f, tok, train, meta["eot_id"], dtype, bar)
         n_val = _write_ids(f, tok, val, meta["eot_id"], dtype, bar)
     meta = {**meta, "n_train": n_train, "n_val": n_val, "n_tokens": n_train + n_val}
-    _write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
     CACHE_STATS["tokens_built"] += 1
     return meta
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from core.fsutil import atomic_write_bytes, fsync_dir
+
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 # One path component; "+" and "=" are allowed after the first character because run names
 # carry variant labels such as "dual+ffn_share=none-s0".
@@ -44,28 +46,6 @@ def validate_name(name: str, what: str = "name") -> str:
         raise ValueError(f"invalid {what} {shown!r}: use 1-128 letters, digits, '-', '_', '.', "
                          "'+' or '=', starting with a letter, digit, '-' or '_'")
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file, fsync and rename: readers see old or new."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -208,7 +188,7 @@ class Run:
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
         staging.rename(final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         shutil.rmtree(old, ignore_errors=True)
         self._publish_weights(final / "model.safetensors")
 
@@ -447,4 +427,4 @@ def _swap_in(staging: Path, target: Path) -> None:
             old.rename(target)  # put the old experiment back: nothing changed
             raise
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
