@@ -83,9 +83,15 @@ class _JumpReLU(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         z, theta = ctx.saved_tensors
         grad_z = grad_out * (z > theta).to(grad_out.dtype)
-        window = ((z - theta).abs() < ctx.eps / 2).to(grad_out.dtype)
-        grad_theta = -(theta / ctx.eps) * (grad_out * window).sum()
-        return grad_z, grad_theta.to(theta.dtype).reshape(theta.shape), None
+        return grad_z, _jump_theta_grad(z, theta, ctx.eps, grad_out), None
+
+
+def _jump_theta_grad(z: torch.Tensor, theta: torch.Tensor, eps: float, grad_jump: torch.Tensor):
+    """Rectangle-kernel pseudo-gradient of ``sum(grad_jump * J(z))`` w.r.t. theta, where
+    J(z) = z * H(z - theta): ``-(theta / eps) * 1[|z - theta| < eps / 2]`` per element."""
+    window = ((z - theta.to(z.dtype)).abs() < eps / 2).to(grad_jump.dtype)
+    total = -(theta.to(grad_jump.dtype) / eps) * (grad_jump * window).sum()
+    return total.to(theta.dtype).reshape(theta.shape)
 
 
 def _rms(t: torch.Tensor) -> torch.Tensor:
@@ -152,11 +158,10 @@ def _sparse_parts(kind: str, g: torch.Tensor, scale: torch.Tensor, theta: torch.
 
 
 def _theta_grad(kind, g, scale, theta, eps, grad_act) -> torch.Tensor:
-    if kind == "jumprelu":  # d/dtheta [J(z) * scale] = -(theta / eps) * 1[|z - theta| < eps/2] * scale
-        window = ((g / scale - theta.to(g.dtype)).abs() < eps / 2).to(g.dtype)
-        total = -(theta.to(g.dtype) / eps) * (grad_act * window * scale).sum()
-    else:  # d/dtheta relu(z - theta) * scale = -scale where active
-        total = -(grad_act * (g / scale > theta.to(g.dtype)).to(g.dtype) * scale).sum()
+    if kind == "jumprelu":  # the activation is J(z) * scale: d/dJ(z) = grad_act * scale
+        return _jump_theta_grad(g / scale, theta, eps, grad_act * scale)
+    # d/dtheta relu(z - theta) * scale = -scale where active
+    total = -(grad_act * (g / scale > theta.to(g.dtype)).to(g.dtype) * scale).sum()
     return total.to(theta.dtype).reshape(theta.shape)
 
 
