@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from math import nan
 from pathlib import Path
 
 import torch
@@ -125,9 +126,28 @@ def time_candidates(args, device: torch.device) -> dict:
                 times[name].append(time.perf_counter() - start)
     peak = matmul_peak(device, bf16)
     rows = {name: _row(prepared[name][0], prepared[name][2], times[name], peak) for name in prepared}
+    if device.type == "cpu":
+        for name, (_, step, ids) in prepared.items():
+            rows[name]["matmul_s"] = matmul_time(step, ids)
     for name, gb in memory.items():
         rows[name]["peak_mem_gb"] = gb
     return rows | {"_peak_flops": peak}
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def matmul_time(step, ids) -> float:
+    """Seconds of one step spent in matrix products and attention kernels (profiler, CPU).
+
+    The floor no elementwise work or allocator setting can go below at this matmul speed.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(ids)
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
 
 
 def _cuda_reset(device: torch.device) -> int:
@@ -147,8 +167,10 @@ def _row(config, ids, times: list[float], peak: float) -> dict:
             "batch": batch, "seq_len": seq, "steps_timed": len(times)}
 
 
-def peak_memory(args, name: str, device: torch.device) -> float:
-    """CUDA: max allocated over a few steps; CPU: the candidate's own process's peak RSS."""
+def peak_memory(args, name: str, device: torch.device) -> dict:
+    """CUDA: max allocated over a few steps. CPU: the candidate's own process's peak RSS, and
+    the peak of live tensor bytes during one step (like CUDA's max allocated: deterministic,
+    where RSS varies by a few percent between identical processes)."""
     bf16 = device.type == "cuda" and not args.fp32
     config, model, forward = build(name, args.preset, device, args.set)
     batch = args.batch or config.train.batch_size // config.train.grad_accum
@@ -160,8 +182,28 @@ def peak_memory(args, name: str, device: torch.device) -> float:
         step(ids)
     sync(device)
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
+    return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_tensor_gb": tensor_peak(step, ids) / 2**30}
+
+
+def tensor_peak(step, ids) -> float:
+    """Peak bytes of tensors allocated and not yet freed during one step (profiler events).
+
+    Counts what the step itself allocates (activations, gradients, temporaries), not the
+    weights and optimizer state that exist before it.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step(ids)
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return float(peak)
 
 
 def _child(args, extra: list[str], env: dict) -> dict:
@@ -191,8 +233,7 @@ def run_all(args, device: torch.device) -> dict:
     for label, env in envs.items():
         result[label] = _child(args, ["--worker", "time"], env)
         for name in args.candidates:
-            result[label][name]["peak_mem_gb"] = _child(args, ["--worker", "memory", "--only", name],
-                                                         env)["peak_mem_gb"]
+            result[label][name].update(_child(args, ["--worker", "memory", "--only", name], env))
     return result
 
 
@@ -200,16 +241,18 @@ def print_table(result: dict, baseline: str) -> None:
     for label, rows in result.items():
         peak = rows.get("_peak_flops", float("nan"))
         print(f"\n[{label}]  measured matmul peak {peak / 1e9:,.0f} GFLOP/s")
-        print(f"{'candidate':20s} {'step ms':>9s} {'tok/s':>10s} {'MFU':>6s} {'mem GB':>7s} "
-              f"{'time/' + baseline:>12s} {'mem/' + baseline:>11s}")
-        base = rows.get(baseline)
+        print(f"{'candidate':20s} {'step ms':>8s} {'mm ms':>7s} {'tok/s':>8s} {'MFU':>6s} {'mem GB':>7s} "
+              f"{'tensor GB':>9s} {'time/' + baseline:>12s} {'mem/' + baseline:>11s} "
+              f"{'tensor/' + baseline:>14s}")
+        base = rows.get(baseline, {})
         for name, row in rows.items():
             if name.startswith("_"):
                 continue
-            t_ratio = row["step_s"] / base["step_s"] if base else float("nan")
-            m_ratio = row["peak_mem_gb"] / base["peak_mem_gb"] if base else float("nan")
-            print(f"{name:20s} {row['step_s'] * 1e3:9.1f} {row['tok_s']:10,.0f} {row['mfu']:6.1%} "
-                  f"{row['peak_mem_gb']:7.2f} {t_ratio:12.3f} {m_ratio:11.3f}")
+            ratios = [row.get(k, nan) / base.get(k, nan) for k in ("step_s", "peak_mem_gb", "peak_tensor_gb")]
+            print(f"{name:20s} {row['step_s'] * 1e3:8.1f} {row.get('matmul_s', nan) * 1e3:7.1f} "
+                  f"{row['tok_s']:8,.0f} {row['mfu']:6.1%} {row['peak_mem_gb']:7.2f} "
+                  f"{row.get('peak_tensor_gb', nan):9.3f} {ratios[0]:12.3f} {ratios[1]:11.3f} "
+                  f"{ratios[2]:14.3f}")
 
 
 def parse_args(argv=None):
@@ -242,7 +285,7 @@ def main(argv=None) -> int:
         print(json.dumps(time_candidates(args, device)))
         return 0
     if args.worker == "memory":
-        print(json.dumps({"peak_mem_gb": peak_memory(args, args.only, device)}))
+        print(json.dumps(peak_memory(args, args.only, device)))
         return 0
     result = run_all(args, device)
     print_table(result, "swiglu")

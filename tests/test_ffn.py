@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import core.ffn as ffn_module
 from core.config import FFN_THRESHOLDS
 from core.ffn import FFN_REGISTRY, build_ffn, ffn_hidden_size, threshold_activation
 from tests.conftest import tiny_model_config
@@ -116,9 +117,12 @@ def test_mixture_matches_formula(share):
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 5])  # one chunk; 18 tokens in chunks of 5, 5, 5, 3
 @pytest.mark.parametrize("kind", ["jumprelu", "shifted_relu"])
-def test_fused_dual_path_equals_plain_formula(kind):
+def test_fused_dual_path_equals_plain_formula(kind, chunk_rows, monkeypatch):
     config = tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5)
+    if chunk_rows:
+        monkeypatch.setattr(ffn_module, "CHUNK_ELEMENTS", chunk_rows * ffn_hidden_size(config))
     fused = build_ffn(config)
     plain = build_ffn(tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5,
                                         ffn_fused=False))
