@@ -172,6 +172,7 @@ def test_threshold_grad_norms_read_the_parameter_grads():
 
 @pytest.mark.parametrize("share,kind,fused", [("all", "jumprelu", True), ("all", "shifted_relu", True),
                                               ("all", "jumprelu", False), ("all", "cats", False),
+                                              ("all", "cats", True),
                                               ("updown", "jumprelu", False)])
 def test_split_gradients_sum_to_the_full_gradient(share, kind, fused):
     model = _model(ffn_share=share, ffn_threshold=kind, ffn_fused=fused).double()

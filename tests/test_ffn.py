@@ -118,7 +118,7 @@ def test_mixture_matches_formula(share):
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 5])  # one chunk; 18 tokens in chunks of 5, 5, 5, 3
-@pytest.mark.parametrize("kind", ["jumprelu", "shifted_relu"])
+@pytest.mark.parametrize("kind", FFN_THRESHOLDS)
 def test_fused_dual_path_equals_plain_formula(kind, chunk_rows, monkeypatch):
     config = tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5)
     if chunk_rows:
