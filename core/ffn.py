@@ -119,7 +119,7 @@ def threshold_activation(kind: str, g: torch.Tensor, theta: torch.Tensor, eps: f
 # Elements per chunk of the fused kernel on CPU (1 MB of fp32): its temporaries stay a few
 # chunks in size instead of a dozen h-sized buffers, at no cost in speed from 128k elements
 # up (tiny: 64k 37.3 ms, 256k 34.1 ms, one chunk 34.6 ms per FFN forward + backward).
-# On accelerators: one chunk (fewer kernel launches).
+# On accelerators and under torch.compile: one chunk.
 CHUNK_ELEMENTS = 1 << 18
 
 
@@ -163,9 +163,11 @@ def _rows(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _row_chunks(t: torch.Tensor) -> list[slice]:
-    """Slices splitting the rows of a 2-d `t`: cache-sized on CPU, all rows elsewhere."""
+    """Slices splitting the rows of a 2-d `t`: 1 MB chunks in CPU eager mode, else all rows
+    (under torch.compile the compiler fuses the passes and plans the buffers itself)."""
     n = t.shape[0]
-    rows = max(1, CHUNK_ELEMENTS // t.shape[1]) if t.device.type == "cpu" else max(1, n)
+    chunked = t.device.type == "cpu" and not torch.compiler.is_compiling()
+    rows = max(1, CHUNK_ELEMENTS // t.shape[1]) if chunked else max(1, n)
     return [slice(start, start + rows) for start in range(0, n, rows)]
 
 
