@@ -129,27 +129,36 @@ class _FusedDualMix(torch.autograd.Function):
     Saves only g, u and per-token scalars; backward recomputes the h-sized intermediates chunk
     by chunk instead of autograd storing every one of them. Gradients equal the plain
     formula's (straight-through / rectangle kernel for jumprelu, exact for shifted_relu, the
-    sigmoid surrogate for cats). ``x / rms > theta`` is tested as ``x > theta * rms``.
+    sigmoid surrogate for cats).
     """
 
     @staticmethod
     def forward(ctx, g, u, c_d, c_s, theta, kind: str, eps: float):
         shape, g, u, c_d, c_s = g.shape, *_rows(g, u, c_d, c_s)
-        out, scale = torch.empty_like(g), torch.empty_like(c_d)
-        for rows in _row_chunks(g):
-            _mix_chunk(kind, theta, g[rows], u[rows], c_d[rows], c_s[rows], out[rows], scale[rows])
+        # Decided here for backward too: is_compiling() is False when compiled code runs it.
+        chunked = g.device.type == "cpu" and not torch.compiler.is_compiling()
+        if not chunked:  # one functional pass: what torch.compile and GPUs fuse best
+            out, scale = _mix_chunk(kind, theta, g, u, c_d, c_s)
+        else:
+            out, scale = torch.empty_like(g), torch.empty_like(c_d)
+            for rows in _row_chunks(g):
+                _mix_chunk(kind, theta, g[rows], u[rows], c_d[rows], c_s[rows], (out[rows], scale[rows]))
         ctx.save_for_backward(g, u, c_d, c_s, theta, scale)
-        ctx.kind, ctx.eps, ctx.shape = kind, eps, shape
+        ctx.kind, ctx.eps, ctx.shape, ctx.chunked = kind, eps, shape, chunked
         return out.view(shape)
 
     @staticmethod
     def backward(ctx, grad_h):
         g, u, c_d, c_s, theta, scale = ctx.saved_tensors
         (grad_h,) = _rows(grad_h)
-        grads = [torch.empty_like(t) for t in (g, u, c_d, c_s, c_s)]  # last: per-token theta terms
-        for rows in _row_chunks(g):
-            _mix_chunk_backward(ctx.kind, ctx.eps, theta, g[rows], u[rows], c_d[rows], c_s[rows],
-                                scale[rows], grad_h[rows], [t[rows] for t in grads])
+        args = (ctx.kind, ctx.eps, theta)
+        if not ctx.chunked:
+            grads = _mix_chunk_backward(*args, g, u, c_d, c_s, scale, grad_h)
+        else:
+            grads = [torch.empty_like(t) for t in (g, u, c_d, c_s, c_s)]
+            for rows in _row_chunks(g):
+                _mix_chunk_backward(*args, g[rows], u[rows], c_d[rows], c_s[rows], scale[rows],
+                                    grad_h[rows], [t[rows] for t in grads])
         grad_g, grad_u, grad_c_d, grad_c_s, theta_terms = grads
         grad_theta = _theta_grad(ctx.kind, ctx.eps, theta, scale, c_s, theta_terms)
         lead = ctx.shape[:-1]
@@ -163,73 +172,85 @@ def _rows(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _row_chunks(t: torch.Tensor) -> list[slice]:
-    """Slices splitting the rows of a 2-d `t`: 1 MB chunks in CPU eager mode, else all rows
-    (under torch.compile the compiler fuses the passes and plans the buffers itself)."""
-    n = t.shape[0]
-    chunked = t.device.type == "cpu" and not torch.compiler.is_compiling()
-    rows = max(1, CHUNK_ELEMENTS // t.shape[1]) if chunked else max(1, n)
-    return [slice(start, start + rows) for start in range(0, n, rows)]
+    """Slices splitting the rows of a 2-d `t` into chunks of about CHUNK_ELEMENTS."""
+    rows = max(1, CHUNK_ELEMENTS // t.shape[1])
+    return [slice(start, start + rows) for start in range(0, t.shape[0], rows)]
 
 
-def _above(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a > b`` as a 0/1 tensor of a's dtype, written directly: boolean masks and
-    ``torch.where`` take 4-15x longer than float arithmetic on CPU."""
-    return torch.gt(a, b, out=torch.empty_like(a))
+def _mask(compare, a: torch.Tensor, b, eager: bool, out: torch.Tensor | None = None):
+    """``compare(a, b)`` (torch.gt / torch.lt) as 0/1 in a's dtype. In CPU eager mode it is
+    written directly (into `out` if given): boolean masks and ``torch.where`` take 4-15x longer
+    than float arithmetic there; compiled, the plain form fuses into the surrounding kernel."""
+    if not eager:
+        return compare(a, b).to(a.dtype)
+    return compare(a, b, out=torch.empty_like(a) if out is None else out)
 
 
-def _parts(kind: str, theta: torch.Tensor, g: torch.Tensor, silu: torch.Tensor, scale: torch.Tensor):
-    """(thr(g), its 0/1 active mask, the per-token cut) of one chunk, given the rms scale."""
-    cut = theta.to(g.dtype) * scale
-    if kind == "cats":  # |silu(g)| / rms(silu(g)) > theta
-        active = _above(silu.abs(), cut)
-        return silu * active, active, cut
-    active = _above(g, cut)
-    sparse = g * active if kind == "jumprelu" else (g - cut).clamp_(min=0)
-    return sparse, active, cut
+def _parts(kind: str, theta, g: torch.Tensor, silu: torch.Tensor, scale: torch.Tensor, eager: bool):
+    """(thr(g), its 0/1 active mask, score - theta) of one chunk, given the rms scale; the
+    score is g / rms(g), or |silu(g)| / rms(silu(g)) for cats. (Comparing g with
+    theta * rms instead is as exact, but compiles to a 5x slower CPU kernel.)"""
+    above = (silu.abs() if kind == "cats" else g).div(scale).sub_(theta.to(g.dtype))
+    active = _mask(torch.gt, above, 0.0, eager)
+    if kind == "shifted_relu":
+        return above.clamp(min=0).mul_(scale), active, above
+    return (silu if kind == "cats" else g) * active, active, above
 
 
-def _mix_chunk(kind, theta, g, u, c_d, c_s, out, scale) -> None:
-    """``out = (c_d * silu(g) + c_s * thr(g)) * u`` for one chunk; fills the chunk's rms scale."""
+def _mix_chunk(kind, theta, g, u, c_d, c_s, out=(None, None)):
+    """``(c_d * silu(g) + c_s * thr(g)) * u`` and the rms scale of one chunk; written into
+    `out` = (mixed, scale) slices when given."""
     silu = F.silu(g)
-    scale.copy_(_rms(silu if kind == "cats" else g))
-    sparse = _parts(kind, theta, g, silu, scale)[0]
-    torch.mul(silu.mul_(c_d).addcmul_(sparse, c_s), u, out=out)
+    scale = _rms(silu if kind == "cats" else g)
+    if out[1] is not None:
+        scale = out[1].copy_(scale)
+    sparse = _parts(kind, theta, g, silu, scale, eager=out[0] is not None)[0]
+    if out[0] is None:
+        return (c_d * silu + c_s * sparse) * u, scale
+    return torch.mul(silu.mul_(c_d).addcmul_(sparse, c_s), u, out=out[0]), scale
 
 
-def _mix_chunk_backward(kind, eps, theta, g, u, c_d, c_s, scale, grad_h, out) -> None:
-    """One chunk's gradients, written into `out` = [g, u, c_d, c_s, theta terms] slices."""
-    grad_g, grad_u, grad_c_d, grad_c_s, theta_terms = out
+def _mix_chunk_backward(kind, eps, theta, g, u, c_d, c_s, scale, grad_h, out=(None,) * 5):
+    """One chunk's gradients [g, u, c_d, c_s, per-token theta terms]; written into `out`
+    slices when given."""
     silu = F.silu(g)
-    sparse, active, cut = _parts(kind, theta, g, silu, scale)
+    eager = out[0] is not None
+    sparse, active, above = _parts(kind, theta, g, silu, scale, eager)
     grad_pre = grad_h * u  # gradient w.r.t. each path's activation before its mix weight
-    torch.sum(grad_pre * silu, -1, keepdim=True, out=grad_c_d)
-    torch.sum(grad_pre * sparse, -1, keepdim=True, out=grad_c_s)
+    grad_c_d = torch.sum(grad_pre * silu, -1, keepdim=True, out=out[2])
+    grad_c_s = torch.sum(grad_pre * sparse, -1, keepdim=True, out=out[3])
     if kind == "cats":
-        _cats_backward(eps, g, silu, c_d, c_s, scale, cut, active, grad_pre, grad_g, theta_terms)
-    torch.mul(silu.mul_(c_d).addcmul_(sparse, c_s), grad_h, out=grad_u)
+        grad_g, theta_terms = _cats_backward(eps, g, silu, c_d, c_s, scale, above, active, grad_pre, out)
+    grad_u = torch.mul(silu.mul_(c_d).addcmul_(sparse, c_s), grad_h, out=out[1])
     if kind == "cats":
-        return
+        return grad_g, grad_u, grad_c_d, grad_c_s, theta_terms
     masked = grad_pre * active  # d thr / d g = 1 where active
-    torch.ops.aten.silu_backward.grad_input(grad_pre * c_d, g, grad_input=grad_g)
-    grad_g.addcmul_(masked, c_s)
+    grad_g = _silu_backward(grad_pre * c_d, g, out[0]).addcmul_(masked, c_s)
     if kind == "jumprelu":  # rectangle kernel: |g / rms - theta| < eps / 2
-        distance = (g - cut).abs_()
-        masked = grad_pre.mul_(torch.lt(distance, scale * (eps / 2), out=distance))
-    torch.sum(masked, -1, keepdim=True, out=theta_terms)
+        distance = above.abs_()
+        masked = grad_pre.mul_(_mask(torch.lt, distance, eps / 2, eager, out=distance))
+    theta_terms = torch.sum(masked, -1, keepdim=True, out=out[4])
+    return grad_g, grad_u, grad_c_d, grad_c_s, theta_terms
 
 
-def _cats_backward(eps, g, silu, c_d, c_s, scale, cut, active, grad_pre, grad_g, theta_terms) -> None:
-    """cats: thr = a * (hard + soft - sg(soft)), a = silu(g), soft = sigmoid((|a| / rms - theta) / eps).
+def _silu_backward(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``grad * d silu(x) / dx`` in one pass, into `out` when given."""
+    if out is None:
+        return torch.ops.aten.silu_backward(grad, x)
+    return torch.ops.aten.silu_backward.grad_input(grad, x, grad_input=out)
 
-    d thr / d a = hard + |a| * soft' / (eps * rms); d thr / d theta = -a * soft' / eps.
-    """
+
+def _cats_backward(eps, g, silu, c_d, c_s, scale, above, active, grad_pre, out):
+    """cats' (grad_g, theta terms): thr = a * (hard + soft - sg(soft)), a = silu(g),
+    soft = sigmoid((|a| / rms - theta) / eps); d thr / d a = hard + |a| * soft' / (eps * rms),
+    d thr / d theta = -a * soft' / eps."""
     magnitude = silu.abs()
-    soft = torch.sigmoid((magnitude - cut).div_(scale * eps))
+    soft = torch.sigmoid(above.div_(eps))
     slope = torch.ops.aten.sigmoid_backward(grad_pre, soft)  # grad_pre * soft * (1 - soft)
-    torch.sum(slope * silu, -1, keepdim=True, out=theta_terms)
+    theta_terms = torch.sum(slope * silu, -1, keepdim=True, out=out[4])
     grad_a = slope.mul_(magnitude).div_(scale * eps).add_(grad_pre * active).mul_(c_s)
     grad_a.addcmul_(grad_pre, c_d)
-    torch.ops.aten.silu_backward.grad_input(grad_a, g, grad_input=grad_g)
+    return _silu_backward(grad_a, g, out[0]), theta_terms
 
 
 def _theta_grad(kind, eps, theta, scale, c_s, theta_terms) -> torch.Tensor:
