@@ -57,12 +57,15 @@ class ModelConfig:
     router_balance_loss: float = 0.0  # dual: weight of the load-balance loss (0 = off)
     router_temperature: float = 1.0  # dual: softmax temperature of the router
     ffn_fused: bool = True  # dual: recompute-in-backward fused activation (same maths, less memory)
+    loss_chunk_tokens: int = 0  # tokens per chunk of the training loss; 0 = auto (by vocab, device)
 
     def __post_init__(self) -> None:
         _positive(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                   "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
                   "rope_theta", "rms_norm_eps", "initializer_range", "router_temperature",
                   "threshold_bandwidth")
+        if self.loss_chunk_tokens < 0:
+            raise ValueError(f"loss_chunk_tokens must be >= 0 (0 = auto), got {self.loss_chunk_tokens!r}")
         if self.threshold_init <= 0:
             raise ValueError(f"threshold_init (theta0) must be > 0, got {self.threshold_init!r}")
         if self.hidden_size % self.num_attention_heads:

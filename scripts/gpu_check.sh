@@ -7,16 +7,21 @@ OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-timeout 150 python3 -m pytest tests/test_model.py -k cuda -q -p no:cacheprovider 2>&1 | tail -4
+timeout 100 python3 -m pytest tests/test_model.py -k cuda -q -p no:cacheprovider 2>&1 | tail -4
 # Learning check on CUDA: CPU fp32 reaches val ~6.3 in 60 micro steps. The 2026-11-30 run with
 # compile=true (bf16) stopped at 7.94; bisect over dtype, compile, the fused paths and the FFN.
 for opts in "dtype=fp32" "dtype=bf16" "dtype=bf16 compile=true" "dtype=bf16 ffn_fused=false" "dtype=bf16 ffn=swiglu"; do
   sets=$(for o in $opts; do printf -- '--set %s ' "$o"; done)
-  timeout 120 python3 -m core.train --preset micro --ffn dual --steps 60 --run-dir "/tmp/gpu-${opts// /_}" \
+  timeout 75 python3 -m core.train --preset micro --ffn dual --steps 60 --run-dir "/tmp/gpu-${opts// /_}" \
     --no-progress $sets 2>&1 | tail -1
 done
-timeout 150 python3 bench/train_step.py --preset small --rounds 3 --steps 3 --json "$OUT/small.json"
-timeout 240 python3 bench/train_step.py --preset paper --batch 16 --compile --rounds 3 --steps 2 \
-  --candidates swiglu dual-jumprelu dual-share_none --json "$OUT/paper_compile.json"
+# Loss chunk size: auto (2 GiB of fp32 logits per chunk; paper 3,328 tokens) against the
+# 1,024 tokens of the first GPU run; then the step benches, the compiled one last.
+timeout 90 python3 bench/train_step.py --preset paper --batch 16 --rounds 3 --steps 2 \
+  --candidates swiglu --set loss_chunk_tokens=1024 --json "$OUT/paper_chunk1024.json"
 timeout 120 python3 bench/train_step.py --preset paper --batch 16 --rounds 3 --steps 2 \
   --candidates swiglu dual-jumprelu hf-qwen2 --json "$OUT/paper_eager.json"
+timeout 100 python3 bench/train_step.py --preset small --rounds 3 --steps 3 \
+  --candidates swiglu dual-jumprelu dual-cats hf-qwen2 --json "$OUT/small.json"
+timeout 200 python3 bench/train_step.py --preset paper --batch 16 --compile --rounds 3 --steps 2 \
+  --candidates swiglu dual-jumprelu --json "$OUT/paper_compile.json"

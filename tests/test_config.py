@@ -38,6 +38,7 @@ def test_unknown_preset_names_choices():
     ("steps=0", "steps"),
     ("lr=-1", "lr"),
     ("seq_len=1000", "seq_len"),
+    ("loss_chunk_tokens=-1", "loss_chunk_tokens"),
 ])
 def test_invalid_values_name_the_field(override, field):
     with pytest.raises(ValueError, match=field):

@@ -119,10 +119,10 @@ def test_cuda_bf16_autocast_step(ffn, threshold):
         assert out.stats["router_sparse"].dtype == torch.float32
 
 
-@pytest.mark.parametrize("ffn", ["swiglu", "dual"])
-def test_fused_cross_entropy_equals_plain_loss_and_gradients(ffn):
+@pytest.mark.parametrize("ffn, chunk", [("swiglu", 0), ("dual", 0), ("swiglu", 5)])  # 5: 33 = 6 x 5 + 3
+def test_fused_cross_entropy_equals_plain_loss_and_gradients(ffn, chunk):
     torch.manual_seed(3)
-    model = build_model(tiny_model_config(ffn=ffn)).double()
+    model = build_model(tiny_model_config(ffn=ffn, loss_chunk_tokens=chunk)).double()
     ids, targets = torch.randint(0, 97, (3, 11)), torch.randint(0, 97, (3, 11))
     targets[0, :4] = -100  # ignored positions
     results = []
@@ -135,6 +135,17 @@ def test_fused_cross_entropy_equals_plain_loss_and_gradients(ffn):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
     for name, grad in results[0][1].items():  # RMSNorm computes in fp32 even in a double model
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-5, atol=1e-9, msg=name)
+
+
+def test_loss_chunk_size_is_the_configs_or_follows_vocab_and_device():
+    from core.model import loss_chunk_tokens
+
+    tiny, paper = preset("tiny").model, preset("paper").model
+    assert loss_chunk_tokens(tiny, torch.device("cpu")) == 1024  # 32 MiB of fp32 logits
+    assert loss_chunk_tokens(paper, torch.device("cuda")) == 3328  # 2 GiB, a multiple of 256
+    assert loss_chunk_tokens(paper, torch.device("cpu")) == 256  # never below 256
+    tiny.loss_chunk_tokens = 300
+    assert loss_chunk_tokens(tiny, torch.device("cpu")) == 300
 
 
 def test_fused_cross_entropy_chunks_are_exact():
