@@ -141,7 +141,7 @@ def test_loss_chunk_size_is_the_configs_or_follows_vocab_and_device():
     from core.model import loss_chunk_tokens
 
     tiny, paper = preset("tiny").model, preset("paper").model
-    assert loss_chunk_tokens(tiny, torch.device("cpu")) == 1024  # 32 MiB of fp32 logits
+    assert loss_chunk_tokens(tiny, torch.device("cpu")) == 256  # 8 MiB of fp32 logits
     assert loss_chunk_tokens(paper, torch.device("cuda")) == 3328  # 2 GiB, a multiple of 256
     assert loss_chunk_tokens(paper, torch.device("cpu")) == 256  # never below 256
     tiny.loss_chunk_tokens = 300
