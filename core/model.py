@@ -127,17 +127,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h, t = hidden.reshape(-1, hidden.shape[-1]).to(dtype), targets.reshape(-1)
         w = weight.to(dtype)
         acc = torch.promote_types(dtype, torch.float32)  # softmax and sums in at least fp32
-        count = (t != -100).sum().clamp(min=1)
+        # d(mean loss)/d(logit row) = row_scale * (softmax - onehot); the scale is applied on the
+        # [rows, d] side of the products, not as one more pass over [rows, vocab]
+        row_scale = (t != -100).to(acc) / (t != -100).sum().clamp(min=1)
         loss = torch.zeros((), device=h.device, dtype=acc)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
+        probs = torch.empty(min(chunk, h.shape[0]), w.shape[0], device=h.device, dtype=acc)
         for start in range(0, h.shape[0], chunk):
             rows = slice(start, start + chunk)
-            chunk_loss, grad_logits = _ce_chunk((h[rows] @ w.t()).to(acc), t[rows], count)
+            scale = row_scale[rows].unsqueeze(1)
+            chunk_loss, grad_logits = _ce_chunk((h[rows] @ w.t()).to(acc), t[rows], scale, probs)
             loss += chunk_loss
             grad_logits = grad_logits.to(dtype)  # once for both products (a copy under bf16)
-            grad_h[rows] = grad_logits @ w
-            grad_w += (grad_logits.t() @ h[rows]).to(acc)
+            grad_h[rows] = (grad_logits @ w) * scale.to(dtype)
+            grad_w += (grad_logits.t() @ (h[rows] * scale.to(dtype))).to(acc)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.hidden_shape, ctx.hidden_dtype, ctx.weight_dtype = hidden.shape, hidden.dtype, weight.dtype
         return loss
@@ -149,21 +153,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None
 
 
-def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor):
-    """Summed CE / count of one chunk, and d(loss)/d(logits) = (softmax - onehot) / count.
+def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, buffer: torch.Tensor):
+    """Scaled CE sum of one chunk (``sum(scale * ce_row)``) and d(ce_row)/d(logits) =
+    softmax - onehot, written into `buffer` (reused across chunks).
 
-    Works in place on `logits` (not needed afterwards): five passes over the chunk instead of
-    logsumexp's own passes plus a second softmax.
+    One fused softmax pass instead of separate max / subtract / exp / sum / scale passes; the
+    log-sum-exp comes from the largest probability, which is at least 1/vocab (no underflow).
     """
-    valid = targets != -100
     safe = targets.clamp(min=0).unsqueeze(1)
-    target_logit = logits.gather(1, safe).squeeze(1)
+    target_logit = logits.gather(1, safe)
     peak = logits.amax(-1, keepdim=True)
-    probs = logits.sub_(peak).exp_()
-    total = probs.sum(-1, keepdim=True)
-    loss = (((peak + total.log()).squeeze(1) - target_logit) * valid).sum() / count
-    probs.mul_((valid.unsqueeze(1) / count).to(probs.dtype) / total)
-    probs.scatter_add_(1, safe, -(valid.unsqueeze(1) / count).to(probs.dtype))
+    probs = torch.ops.aten._softmax.out(logits, -1, False, out=buffer[: logits.shape[0]])
+    log_sum_exp = peak - probs.amax(-1, keepdim=True).log()
+    loss = ((log_sum_exp - target_logit) * scale).sum()
+    probs.scatter_add_(1, safe, torch.full_like(target_logit, -1.0))
     return loss, probs
 
 
