@@ -117,12 +117,16 @@ def test_mixture_matches_formula(share):
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 5])  # one chunk; 18 tokens in chunks of 5, 5, 5, 3
+# CPU eager: one chunk, or 18 tokens in chunks of 5, 5, 5, 3; "functional": the single pass that
+# torch.compile and GPUs take.
+@pytest.mark.parametrize("mode", ["one_chunk", "chunks_of_5", "functional"])
 @pytest.mark.parametrize("kind", FFN_THRESHOLDS)
-def test_fused_dual_path_equals_plain_formula(kind, chunk_rows, monkeypatch):
+def test_fused_dual_path_equals_plain_formula(kind, mode, monkeypatch):
     config = tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5)
-    if chunk_rows:
-        monkeypatch.setattr(ffn_module, "CHUNK_ELEMENTS", chunk_rows * ffn_hidden_size(config))
+    if mode == "chunks_of_5":
+        monkeypatch.setattr(ffn_module, "CHUNK_ELEMENTS", 5 * ffn_hidden_size(config))
+    if mode == "functional":
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     fused = build_ffn(config)
     plain = build_ffn(tiny_model_config(ffn="dual", ffn_threshold=kind, threshold_bandwidth=0.5,
                                         ffn_fused=False))
