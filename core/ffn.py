@@ -221,16 +221,23 @@ def _mix_chunk_backward(kind, eps, theta, g, u, c_d, c_s, scale, grad_h, out=(No
     grad_c_s = torch.sum(grad_pre * sparse, -1, keepdim=True, out=out[3])
     if kind == "cats":
         grad_g, theta_terms = _cats_backward(eps, g, silu, c_d, c_s, scale, above, active, grad_pre, out)
+    else:
+        grad_g, theta_terms = _gate_backward(kind, eps, g, c_d, c_s, above, active, grad_pre, eager, out)
+    # last: it turns `silu` into the mix in place, after the backward helpers have read it
     grad_u = torch.mul(silu.mul_(c_d).addcmul_(sparse, c_s), grad_h, out=out[1])
-    if kind == "cats":
-        return grad_g, grad_u, grad_c_d, grad_c_s, theta_terms
-    masked = grad_pre * active  # d thr / d g = 1 where active
+    return grad_g, grad_u, grad_c_d, grad_c_s, theta_terms
+
+
+def _gate_backward(kind, eps, g, c_d, c_s, above, active, grad_pre, eager, out):
+    """jumprelu's and shifted_relu's (grad_g, theta terms): d thr / d g = 1 where active; theta
+    terms sum grad_pre over the active set (shifted_relu) or the rectangle window (jumprelu).
+    Consumes `above` and `grad_pre` in place."""
+    masked = grad_pre * active
     grad_g = _silu_backward(grad_pre * c_d, g, out[0]).addcmul_(masked, c_s)
     if kind == "jumprelu":  # rectangle kernel: |g / rms - theta| < eps / 2
         distance = above.abs_()
         masked = grad_pre.mul_(_mask(torch.lt, distance, eps / 2, eager, out=distance))
-    theta_terms = torch.sum(masked, -1, keepdim=True, out=out[4])
-    return grad_g, grad_u, grad_c_d, grad_c_s, theta_terms
+    return grad_g, torch.sum(masked, -1, keepdim=True, out=out[4])
 
 
 def _silu_backward(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
