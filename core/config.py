@@ -96,7 +96,8 @@ class TrainConfig:
 
     steps: int = 150  # optimizer steps
     batch_size: int = 16  # sequences per optimizer step (global, over all ranks)
-    grad_accum: int = 1  # micro-batches per step; batch_size must be divisible by grad_accum*ranks
+    grad_accum: int = 1  # micro-batches per step (batch_size divisible by grad_accum x ranks); 0 = auto:
+    # the largest micro-batch that fits the device's free memory (measured), same global batch
     seq_len: int = 128  # tokens per sequence
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -112,17 +113,19 @@ class TrainConfig:
     seed: int = 0  # fixes init and data order
     device: str = "auto"  # auto / cpu / cuda / cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) / fp32 / bf16
-    compile: bool = False  # torch.compile the model (CUDA)
+    compile: bool = False  # torch.compile the model (checked against eager gradients first)
     diagnostics: bool = True  # interference probe at evals and knock-out losses at the end (dual)
 
     def __post_init__(self) -> None:
-        _positive(self, "steps", "batch_size", "grad_accum", "seq_len", "lr", "eval_every",
+        _positive(self, "steps", "batch_size", "seq_len", "lr", "eval_every",
                   "eval_batches", "log_every", "checkpoint_every")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
-        if self.batch_size % self.grad_accum:
+        if self.grad_accum < 0:
+            raise ValueError(f"grad_accum must be >= 0 (0 = auto), got {self.grad_accum!r}")
+        if self.grad_accum and self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum ({self.grad_accum}) must divide batch_size "
                              f"({self.batch_size})")
         _one_of(self, "dtype", ("auto", "fp32", "bf16"))
@@ -207,7 +210,7 @@ _PRESETS: dict[str, dict] = {
     "small": dict(
         model=dict(vocab_size=32768, hidden_size=384, intermediate_size=1536, num_hidden_layers=8,
                    num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=1024),
-        train=dict(steps=2000, batch_size=64, seq_len=1024, lr=1e-3, warmup_steps=100,
+        train=dict(steps=2000, batch_size=64, grad_accum=0, seq_len=1024, lr=1e-3, warmup_steps=100,
                    eval_every=200, eval_batches=8, checkpoint_every=500, log_every=20),
     ),
     # The report's 84M Qwen: Qwen2 tokenizer (151,936 padded rows), batch 256 x 2048 on FineWeb.
@@ -215,7 +218,7 @@ _PRESETS: dict[str, dict] = {
         model=dict(vocab_size=151_936, hidden_size=384, intermediate_size=1536,
                    num_hidden_layers=12, num_attention_heads=6, num_key_value_heads=2,
                    max_position_embeddings=2048),
-        train=dict(steps=400, batch_size=256, grad_accum=8, seq_len=2048, lr=3e-4,
+        train=dict(steps=400, batch_size=256, grad_accum=0, seq_len=2048, lr=3e-4,
                    warmup_steps=40, eval_every=50, eval_batches=8, checkpoint_every=100,
                    log_every=10),
         # 400 steps x 256 x 2048 = 210M tokens, about 0.9 GB of FineWeb text: stream 1.2 GB.

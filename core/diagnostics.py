@@ -204,6 +204,17 @@ def _add(total: dict, new: dict) -> dict:
     return {key: total[key] + new[key] for key in total}
 
 
+def _summed_across(sums: dict[str, torch.Tensor], reduce_sum: Callable, device) -> dict[str, torch.Tensor]:
+    """`sums` with every value summed across ranks, in one collective call."""
+    flat = torch.cat([value.reshape(-1).to(device, torch.float64) for value in sums.values()])
+    reduce_sum(flat)
+    out, start = {}, 0
+    for key, value in sums.items():
+        out[key] = flat[start:start + value.numel()].reshape(value.shape).to(value.device)
+        start += value.numel()
+    return out
+
+
 class RoutingProbe:
     """Collects routing/threshold/sparsity/alpha metrics from every forward run inside ``with``.
 
@@ -224,6 +235,15 @@ class RoutingProbe:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def all_reduce(self, reduce_sum: Callable[[torch.Tensor], object]) -> None:
+        """Pool the sums of every rank of a data-parallel evaluation; `reduce_sum` sums a tensor
+        in place across ranks (``torch.distributed.all_reduce``). Each rank must have run at
+        least one forward inside the ``with`` block."""
+        for tally in self.tallies.values():
+            device = tally.ffn.threshold.device
+            tally.routing = _summed_across(tally.routing, reduce_sum, device)
+            tally.threshold = _summed_across(tally.threshold, reduce_sum, device)
 
     def metrics(self) -> dict[str, float]:
         """Metrics pooled over every token seen so far; {} when no dual layer ran."""
@@ -432,18 +452,21 @@ def forced_route(model: nn.Module, route: str | None) -> Iterator[nn.Module]:
 @torch.no_grad()
 def mean_val_loss(model: nn.Module, batches: Iterable, device: torch.device | str,
                   autocast: AutocastFactory = nullcontext) -> float:
-    """Mean cross-entropy (aux losses excluded, as ``evaluate``) over (x, y) batches, in eval mode."""
+    """Mean cross-entropy per target token (aux losses excluded, as ``evaluate``) over (x, y)
+    batches, in eval mode; batches of any size (micro-batches) pool exactly."""
     was_training = model.training
     model.eval()
     try:
-        losses = []
+        total, count = 0.0, 0
         for x, y in batches:
             with autocast():
                 out = model(x.to(device), y.to(device), return_logits=False)
-            losses.append((out.loss - out.aux_loss).float())
+            targets = int((y != -100).sum())
+            total += (out.loss - out.aux_loss).double().item() * targets
+            count += targets
     finally:
         model.train(was_training)
-    return torch.stack(losses).mean().item()
+    return total / max(count, 1)
 
 
 def knockout_losses(model: nn.Module, batches: Iterable, device: torch.device | str,

@@ -136,6 +136,8 @@ class _FusedDualMix(torch.autograd.Function):
     def forward(ctx, g, u, c_d, c_s, theta, kind: str, eps: float):
         shape, g, u, c_d, c_s = g.shape, *_rows(g, u, c_d, c_s)
         # Decided here for backward too: is_compiling() is False when compiled code runs it.
+        # The chunked path fills `out` in place, so it must never be traced: torch 2.11's compile
+        # drops the gradient of a returned tensor edited in place (pytorch/pytorch#180642).
         chunked = g.device.type == "cpu" and not torch.compiler.is_compiling()
         if not chunked:  # one functional pass: what torch.compile and GPUs fuse best
             out, scale = _mix_chunk(kind, theta, g, u, c_d, c_s)

@@ -139,7 +139,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk)
             scale = row_scale[rows].unsqueeze(1)
             chunk_loss, grad_logits = _ce_chunk((h[rows] @ w.t()).to(acc), t[rows], scale, probs)
-            loss += chunk_loss
+            # Out of place: torch 2.11's compile drops the gradient of a returned tensor that was
+            # edited in place (pytorch/pytorch#180642); tests/test_train_paths.py guards this.
+            loss = loss + chunk_loss
             grad_logits, scale = grad_logits.to(dtype), scale.to(dtype)  # once for both products
             grad_h[rows] = (grad_logits @ w) * scale
             grad_w += (grad_logits.t() @ (h[rows] * scale)).to(acc)
@@ -188,13 +190,34 @@ def loss_chunk_tokens(config: ModelConfig, device: torch.device) -> int:
     return max(256, budget // (4 * config.vocab_size) // 256 * 256)
 
 
+def _chunked_cross_entropy(hidden, weight, targets, chunk: int, dtype: torch.dtype) -> torch.Tensor:
+    """Forward-only :class:`_LinearCrossEntropy`: the same mean loss, chunk by chunk, with no
+    gradient work and no buffer beyond one chunk's logits (evaluation)."""
+    h, t, w = hidden.reshape(-1, hidden.shape[-1]).to(dtype), targets.reshape(-1), weight.to(dtype)
+    acc = torch.promote_types(dtype, torch.float32)
+    total = torch.zeros((), device=h.device, dtype=acc)
+    for start in range(0, h.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        logits = (h[rows] @ w.t()).to(acc)
+        valid = t[rows] != -100
+        target_logit = logits.gather(1, t[rows].clamp(min=0).unsqueeze(1)).squeeze(1)
+        total = total + ((torch.logsumexp(logits, -1) - target_logit) * valid).sum()
+    return total / (t != -100).sum().clamp(min=1)
+
+
 def fused_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                         chunk_tokens: int = 1024) -> torch.Tensor:
-    """Mean next-token loss of `hidden` [B, T, d] through the output matrix, autocast-aware."""
+    """Mean next-token loss of `hidden` [B, T, d] through the output matrix, autocast-aware.
+
+    Never holds more than `chunk_tokens` rows of logits; without a gradient to compute (no_grad,
+    or inputs that need none) it only sums the loss."""
     dtype = hidden.dtype
     if torch.is_autocast_enabled(hidden.device.type):
         dtype = torch.get_autocast_dtype(hidden.device.type)
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(hidden.device.type, enabled=False):
+        if not needs_grad:
+            return _chunked_cross_entropy(hidden, weight, targets, chunk_tokens, dtype)
         return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, dtype)
 
 

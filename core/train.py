@@ -20,10 +20,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from core.compile_check import require_compiled_gradients
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.data import Batches, load_tokens, val_batches
 from core.diagnostics import RoutingProbe, interference_probe, knockout_losses
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
+from core.plan import PROBE_ROWS, choose_micro_batch, format_plan, micro_batch_candidates, run_plan
 from core.runs import Run, runs_root, validate_name
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
@@ -86,13 +88,18 @@ def lr_at(step: int, config: RunConfig) -> float:
     return floor + (train.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def fused_optimizer(device: torch.device) -> bool:
+    """Fused AdamW kernels on CUDA; foreach elsewhere (tests pin fused against it on CPU)."""
+    return device.type == "cuda"
+
+
 def build_optimizer(model: CausalLM, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (theta, alphas, norms and biases are exempt)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     other = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.train.weight_decay},
               {"params": other, "weight_decay": 0.0}]
-    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    extra = {"fused": True} if fused_optimizer(device) else {"foreach": True}
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(config.train.beta1, config.train.beta2),
                              **extra)
 
@@ -105,18 +112,39 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
 
 
+def eval_micro_batches(batches: list, micro_batch: int, world: "Dist") -> list:
+    """This rank's share of the fixed val set in micro-batches: every val batch's rows split
+    across ranks (as the training batch is), then into micro-batches."""
+    out = []
+    for x, y in batches:
+        x, y = x.tensor_split(world.world_size)[world.rank], y.tensor_split(world.world_size)[world.rank]
+        if not len(x):
+            raise ValueError(f"the val set has batches of {len(y)} sequences, fewer than the "
+                             f"{world.world_size} ranks; raise data.val_fraction or data.max_bytes")
+        out += list(zip(x.split(micro_batch), y.split(micro_batch)))
+    return out
+
+
 @torch.no_grad()
-def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.device) -> dict:
-    """Mean val loss on the fixed set, plus per-layer routing/threshold/sparsity metrics (dual)."""
+def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.device,
+             world: "Dist | None" = None) -> dict:
+    """Mean val loss per target token over `batches` (this rank's micro-batches, see
+    :func:`eval_micro_batches`), pooled over ranks, plus per-layer routing/threshold/sparsity
+    metrics (dual). The loss is summed chunk by chunk: no logits, no gradient work."""
     model.eval()
-    losses = []
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
     with RoutingProbe(model) as probe:  # routing/threshold/sparsity/alpha metrics of the same pass
         for x, y in batches:
+            x, y = x.to(device), y.to(device)
             with autocast_context(config, device):
-                out = model(x.to(device), y.to(device))
-            losses.append((out.loss - out.aux_loss).float())
+                out = model(x, y, return_logits=False)
+            targets = (y != -100).sum().double()
+            totals += torch.stack([(out.loss - out.aux_loss).double() * targets, targets])
+        if world is not None and world.world_size > 1:
+            dist.all_reduce(totals)
+            probe.all_reduce(dist.all_reduce)
     model.train()
-    return {"val/loss": torch.stack(losses).mean().item(), **probe.metrics()}
+    return {"val/loss": (totals[0] / totals[1].clamp(min=1)).item(), **probe.metrics()}
 
 
 class Trainer:
@@ -125,22 +153,40 @@ class Trainer:
     def __init__(self, config: RunConfig, run: Run | None, world: Dist, progress: bool = True):
         self.config, self.run, self.world, self.progress = config, run, world, progress
         self.device = resolve_device(config, world)
-        per_rank = config.train.batch_size // world.world_size
-        if config.train.batch_size % (world.world_size * config.train.grad_accum):
-            raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by "
-                             f"grad_accum x ranks ({config.train.grad_accum} x {world.world_size})")
-        self.micro_batch = per_rank // config.train.grad_accum
+        if config.train.batch_size % world.world_size:
+            raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by the "
+                             f"{world.world_size} ranks")
+        if config.train.compile:  # before any data work: a broken compiler fails fast
+            require_compiled_gradients(config.model, self.device)
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(config.model).to(self.device)
+        self.micro_batch = self._micro_batch(config.train.batch_size // world.world_size)
+        self.grad_accum = config.train.batch_size // world.world_size // self.micro_batch
         self.tokens_data = self._load_tokens(progress)
         self.batches = Batches(self.tokens_data.train, config.train.batch_size, config.train.seq_len,
                                config.train.seed)
         self.val = val_batches(self.tokens_data.val, config.train.batch_size, config.train.seq_len,
                                config.train.eval_batches)
-        torch.manual_seed(config.train.seed)
-        self.model = build_model(config.model).to(self.device)
+        self.val_share = eval_micro_batches(self.val, self.micro_batch, world)
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_finite_loss: float | None = None
         self.step_model = self._wrap_model()
+
+    def _micro_batch(self, per_rank: int) -> int:
+        """The configured micro-batch, or (grad_accum=0) the largest that fits every rank."""
+        accum = self.config.train.grad_accum
+        if accum:
+            if per_rank % accum:
+                raise ValueError(f"batch_size ({self.config.train.batch_size}) must be divisible by "
+                                 f"grad_accum x ranks ({accum} x {self.world.world_size})")
+            return per_rank // accum
+        micro, _ = choose_micro_batch(self.model, self.config, self.device, per_rank, self._autocast)
+        if self.world.world_size > 1:  # every rank must accumulate alike: the smallest choice
+            chosen = torch.tensor(micro, device=self.device)
+            dist.all_reduce(chosen, op=dist.ReduceOp.MIN)
+            micro = max(m for m in micro_batch_candidates(per_rank) if m <= chosen.item())
+        return micro
 
     def _load_tokens(self, progress: bool):
         """Rank 0 builds the token cache first; the other ranks then open it."""
@@ -187,7 +233,7 @@ class Trainer:
             group["lr"] = lr
         x, y = self.batches.get(self.step, self.world.rank, self.world.world_size)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        accum = self.config.train.grad_accum
+        accum = self.grad_accum
         loss_sum = torch.zeros((), device=self.device)
         aux_sum = torch.zeros((), device=self.device)
         for i in range(accum):
@@ -255,10 +301,10 @@ class Trainer:
 
     def _evaluate(self) -> dict:
         """Val loss and routing metrics; on rank 0 also the pathway-interference probe."""
-        record = evaluate(self.model, self.val, self.config, self.device)
+        record = evaluate(self.model, self.val_share, self.config, self.device, self.world)
         if self.config.train.diagnostics and self.world.main:
             x, y = self.val[0]
-            rows = max(1, min(8, x.shape[0]))
+            rows = max(1, min(PROBE_ROWS, self.micro_batch, x.shape[0]))
             record.update(interference_probe(self.model, x[:rows], y[:rows], self.device, self._autocast))
         return record
 
@@ -293,7 +339,8 @@ class Trainer:
         steady = tok_rates[1:] or tok_rates  # the first window includes warm-up
         knockout = {}
         if self.config.train.diagnostics and self.world.main:
-            knockout = knockout_losses(self.model, self.val, self.device, self._autocast)
+            everything = eval_micro_batches(self.val, self.micro_batch, Dist())
+            knockout = knockout_losses(self.model, everything, self.device, self._autocast)
         return {"final_val_loss": val[-1] if val else None, "steps": self.step, "tokens": self.tokens,
                 **({"knockout": knockout} if knockout else {}),
                 "elapsed_s": self.elapsed, "tok_s": sum(steady) / max(1, len(steady)),
@@ -303,10 +350,11 @@ class Trainer:
                 "world_size": self.world.world_size}
 
 
-def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1) -> dict:
-    """What config.json holds: the run config plus labels and versions for reproduction."""
+def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1,
+               micro_batch: int | None = None) -> dict:
+    """What config.json holds: the run config plus labels, the micro-batch in use and versions."""
     return {**config.to_dict(), "variant": variant_label(config.model), "seed": config.train.seed,
-            "device": str(device), "world_size": world_size,
+            "device": str(device), "world_size": world_size, "micro_batch": micro_batch,
             "versions": {"torch": torch.__version__, "python": platform.python_version()}}
 
 
@@ -362,7 +410,8 @@ def _restore_if(trainer: Trainer, run: Run, resuming: bool) -> None:
 
 
 def _train_main(trainer: Trainer, run: Run, resuming: bool) -> dict:
-    run.write_config(run_record(trainer.config, trainer.device, trainer.world.world_size))
+    run.write_config(run_record(trainer.config, trainer.device, trainer.world.world_size,
+                                trainer.micro_batch))
     run.save_tokenizer(trainer.tokens_data.tokenizer_path)
     _restore_if(trainer, run, resuming)
     run.truncate_metrics(trainer.step)
@@ -408,7 +457,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plan", action="store_true",
+                   help="print parameters, micro-batch, FLOPs and peak memory per stage; do not train")
     return p
+
+
+def print_plan(config: RunConfig) -> None:
+    """``--plan``: measure every stage on this machine's device at the micro-batch the run would
+    use, on random tokens (no data is loaded, nothing is written)."""
+    device = resolve_device(config, Dist())
+    if config.train.compile:
+        require_compiled_gradients(config.model, device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model).to(device)
+
+    def autocast():
+        return autocast_context(config, device)
+
+    bf16 = config.train.dtype == "bf16" or (config.train.dtype == "auto" and device.type == "cuda")
+    print(format_plan(run_plan(model, config, device, autocast, bf16)))
 
 
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
@@ -444,8 +511,9 @@ def reexec_with_malloc_env() -> None:
         return
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
         return
+    quiet = {"KINETO_LOG_LEVEL": os.environ.get("KINETO_LOG_LEVEL", "5")}  # profiler start/stop lines
     os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
-              {**os.environ, **MALLOC_ENV})
+              {**os.environ, **MALLOC_ENV, **quiet})
 
 
 def ignore_file_size_signal() -> None:
@@ -469,6 +537,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.plan:
+        try:
+            print_plan(config)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     try:
         summary = train(config, run, resume=args.resume, progress=not args.no_progress)
     except ValueError as error:

@@ -1,0 +1,274 @@
+"""What a run needs from its device: peak memory of every stage, and the micro-batch that fits.
+
+Every stage of a run is bounded by the micro-batch: a training micro-step (forward + backward
+through the chunked loss), an evaluation micro-batch (with the routing probe), the interference
+probe (at most 8 sequences), the knock-out losses (evaluation forwards) and the checkpoint copy.
+:func:`choose_micro_batch` picks the largest micro-batch whose measured stages fit the device's
+free memory (``train.grad_accum=0``); ``python -m core.train ... --plan`` prints
+:func:`run_plan` without training.
+
+Memory is measured, not modelled: on CUDA with the allocator's peak counter (an out-of-memory
+error counts as "does not fit"), on CPU as the peak bytes of live tensors from the profiler's
+memory events (deterministic; peak RSS of identical processes varies by +-0.03 GB).
+"""
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+
+from core.config import RunConfig, variant_label
+from core.diagnostics import RoutingProbe, dual_layers, forced_route, interference_probe, mean_val_loss
+from core.model import CausalLM, model_flops_per_token, parameter_counts, weights_state
+
+# Share of the device's free memory a run may plan to use. CUDA: the caching allocator needs
+# head-room for fragmentation. CPU: leave room for the token arrays, the tokenizer and the app.
+MEMORY_FRACTION = {"cuda": 0.9, "cpu": 0.5}
+PROBE_ROWS = 8  # sequences of the interference probe (core.train uses the same cap)
+TRAIN_STAGE, EVAL_STAGE, CHECKPOINT = "train micro-step", "eval micro-batch", "checkpoint copy"
+
+AutocastFactory = Callable[[], object]
+
+
+class DoesNotFit(ValueError):
+    """No micro-batch of the global batch fits the device's memory."""
+
+
+def measure_peak(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes of tensors `fn` allocates on `device` above what is live when it starts."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    return _cpu_tensor_peak(fn)
+
+
+def _cpu_tensor_peak(fn: Callable[[], object]) -> int:
+    """Peak live tensor bytes during `fn`, from the profiler's allocation and free events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory the device can still give: CUDA free memory, or the host's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a run may plan for on `device` (its share of the free memory)."""
+    return int(free_bytes(device) * MEMORY_FRACTION.get(device.type, 0.9))
+
+
+def weight_bytes(model: CausalLM) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def optimizer_bytes(model: CausalLM) -> int:
+    """AdamW's two fp32 moments per parameter: not allocated until the first step."""
+    return 2 * sum(p.numel() * 4 for p in model.parameters())
+
+
+def _random_batch(config: RunConfig, rows: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids from a private generator: measuring never moves the global RNG."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.model.vocab_size, (rows, config.train.seq_len + 1), generator=generator)
+    ids = ids.to(device)
+    return ids[:, :-1], ids[:, 1:]
+
+
+def _train_micro_step(model: CausalLM, x, y, autocast: AutocastFactory) -> None:
+    """Forward and backward of one micro-batch as the trainer runs it; the weights' .grad is
+    left as it was found (None, as between optimizer steps)."""
+    try:
+        with autocast():
+            model(x, y, return_logits=False).loss.backward()
+    finally:
+        for p in model.parameters():
+            p.grad = None
+
+
+def _eval_micro_batch(model: CausalLM, x, y, autocast: AutocastFactory) -> None:
+    """One evaluation forward as ``core.train.evaluate`` runs it, routing probe included."""
+    model.eval()
+    try:
+        with torch.no_grad(), RoutingProbe(model), autocast():
+            model(x, y, return_logits=False)
+    finally:
+        model.train()
+
+
+def stage_functions(model: CausalLM, config: RunConfig, device: torch.device, micro_batch: int,
+                    autocast: AutocastFactory, stages: tuple[str, ...] | None = None) -> dict[str, Callable]:
+    """Zero-argument callables running each stage once at `micro_batch` on random tokens."""
+    x, y = _random_batch(config, micro_batch, device)
+    rows = min(PROBE_ROWS, micro_batch)
+    diagnose = config.train.diagnostics and bool(dual_layers(model))
+    out = {TRAIN_STAGE: lambda: _train_micro_step(model, x, y, autocast),
+           EVAL_STAGE: lambda: _eval_micro_batch(model, x, y, autocast)}
+    if diagnose:
+        out["interference probe"] = lambda: interference_probe(model, x[:rows], y[:rows], device, autocast)
+
+        def knockout() -> None:
+            with forced_route(model, "sparse"):
+                mean_val_loss(model, [(x, y)], device, autocast)
+
+        out["knock-out"] = knockout
+    out[CHECKPOINT] = lambda: weights_state(model)
+    return {name: fn for name, fn in out.items() if stages is None or name in stages}
+
+
+def _is_oom(error: BaseException) -> bool:
+    text = str(error).lower()
+    return (isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text
+            or "can't allocate memory" in text)
+
+
+def stage_peaks(model: CausalLM, config: RunConfig, device: torch.device, micro_batch: int,
+                autocast: AutocastFactory = nullcontext, stages: tuple[str, ...] | None = None
+                ) -> dict[str, float]:
+    """Peak bytes each stage allocates above the resident weights; inf where CUDA ran out."""
+    peaks = {}
+    for name, fn in stage_functions(model, config, device, micro_batch, autocast, stages).items():
+        try:
+            peaks[name] = float(measure_peak(fn, device))
+        except RuntimeError as error:
+            if not _is_oom(error):
+                raise
+            peaks[name] = float("inf")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return peaks
+
+
+def micro_batch_candidates(per_rank: int) -> list[int]:
+    """Micro-batches that split a rank's share of the global batch evenly, largest first."""
+    return [m for m in range(per_rank, 0, -1) if per_rank % m == 0]
+
+
+def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device, per_rank: int,
+                       autocast: AutocastFactory = nullcontext) -> tuple[int, dict[str, float]]:
+    """The largest micro-batch dividing `per_rank` whose every stage (training micro-step,
+    evaluation, probes, knock-out) fits :func:`memory_budget` with AdamW's moments still to
+    come, and the stages' measured peaks there. Predicts linearly from micro-batches 1 and 2,
+    then confirms by measuring; DoesNotFit names the stage that fails at 1."""
+    budget = memory_budget(device) - optimizer_bytes(model)
+    sizing = tuple(name for name in stage_functions(model, config, device, 1, autocast) if name != CHECKPOINT)
+
+    def need(m: int) -> tuple[float, dict[str, float]]:
+        peaks = stage_peaks(model, config, device, m, autocast, sizing)
+        return max(peaks.values()), peaks
+
+    one, peaks = need(1)
+    if one > budget:
+        stage = max(peaks, key=peaks.get)
+        raise DoesNotFit(_does_not_fit_message(config, device, stage, one, budget + optimizer_bytes(model)))
+    slope = max(need(2)[0] - one, 1.0) if per_rank > 1 else 1.0
+    for m in micro_batch_candidates(per_rank)[:-1]:
+        if one + slope * (m - 1) > budget:
+            continue
+        worst, at_m = need(m)
+        if worst <= budget:
+            return m, at_m
+    return 1, peaks
+
+
+def _does_not_fit_message(config: RunConfig, device: torch.device, stage: str, need: float,
+                          budget: float) -> str:
+    return (f"the {stage} needs {need / 1e9:.2f} GB at micro-batch 1 (seq_len {config.train.seq_len}, "
+            f"vocab {config.model.vocab_size}) but {device} offers {budget / 1e9:.2f} GB for it; "
+            "lower train.seq_len or the model size, or use a device with more memory")
+
+
+def matmul_peak(device: torch.device, bf16: bool) -> float:
+    """Best of several large matmuls, FLOP/s: the machine's achievable dense peak right now."""
+    n = 8192 if device.type == "cuda" else 1536
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(8 if device.type == "cuda" else 5):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_plan(model: CausalLM, config: RunConfig, device: torch.device,
+             autocast: AutocastFactory = nullcontext, bf16: bool = False) -> dict:
+    """Everything ``--plan`` prints, measured on `device` at the micro-batch the run would use."""
+    train = config.train
+    if train.grad_accum:
+        micro_batch = train.batch_size // train.grad_accum
+        peaks = stage_peaks(model, config, device, micro_batch, autocast)
+    else:
+        micro_batch, peaks = choose_micro_batch(model, config, device, train.batch_size, autocast)
+        peaks.update(stage_peaks(model, config, device, micro_batch, autocast, (CHECKPOINT,)))
+    tokens = train.batch_size * train.seq_len
+    flops = 3 * model_flops_per_token(config.model, train.seq_len) * tokens  # forward + 2x backward
+    resident = weight_bytes(model) + optimizer_bytes(model)
+    plan = {"preset": config.preset, "variant": variant_label(config.model), "device": str(device),
+            "params": parameter_counts(model), "tokens_per_step": tokens, "batch_size": train.batch_size,
+            "seq_len": train.seq_len, "micro_batch": micro_batch,
+            "grad_accum": train.batch_size // micro_batch, "auto": train.grad_accum == 0,
+            "flops_per_step": flops, "weights_gb": weight_bytes(model) / 1e9,
+            "optimizer_gb": optimizer_bytes(model) / 1e9, "free_gb": free_bytes(device) / 1e9,
+            "stages_gb": {name: (resident + peak) / 1e9 for name, peak in peaks.items()}}
+    if device.type == "cuda":
+        peak_flops = matmul_peak(device, bf16)
+        plan.update(matmul_tflops=peak_flops / 1e12, step_s_at_peak=flops / peak_flops)
+    return plan
+
+
+def format_plan(plan: dict) -> str:
+    """The plan as the aligned text ``--plan`` prints."""
+    params = plan["params"]
+    how = "auto" if plan["auto"] else "set"
+    lines = [f"plan: preset {plan['preset']}, {plan['variant']}, on {plan['device']} "
+             f"({plan['free_gb']:.2f} GB free)",
+             f"  parameters        {params['total'] / 1e6:.2f}M "
+             f"(non-embedding {params['non_embedding'] / 1e6:.2f}M)",
+             f"  tokens per step   {plan['tokens_per_step']:,} ({plan['batch_size']} x {plan['seq_len']})",
+             f"  micro-batch       {plan['micro_batch']} x {plan['grad_accum']} accumulation ({how})",
+             f"  FLOPs per step    {plan['flops_per_step']:.3e} (forward + backward)",
+             f"  resident          weights {plan['weights_gb']:.2f} GB + AdamW moments "
+             f"{plan['optimizer_gb']:.2f} GB",
+             "  peak memory per stage (resident included, measured at the micro-batch):"]
+    lines += [f"    {name:<20s} {gb:8.2f} GB" for name, gb in plan["stages_gb"].items()]
+    if "step_s_at_peak" in plan:
+        lines.append(f"  step time         >= {plan['step_s_at_peak']:.3f} s at the measured matmul peak "
+                     f"({plan['matmul_tflops']:.0f} TFLOP/s; 100% MFU)")
+    return "\n".join(lines)
+
+
+__all__ = ["DoesNotFit", "measure_peak", "free_bytes", "memory_budget", "stage_peaks",
+           "choose_micro_batch", "micro_batch_candidates", "matmul_peak", "run_plan", "format_plan"]
