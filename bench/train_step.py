@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from core.config import apply_overrides, preset  # noqa: E402
 from core.export import qwen2_config_dict  # noqa: E402
 from core.model import build_model, model_flops_per_token  # noqa: E402
+from core.plan import matmul_peak, measure_peak  # noqa: E402
 from core.train import MALLOC_ENV  # noqa: E402
 
 CANDIDATES = {
@@ -79,25 +80,16 @@ def make_step(model, forward, device: torch.device, bf16: bool, compile_model: b
     return step
 
 
+def default_micro_batch(config) -> int:
+    """The preset's micro-batch; 16 where the preset sizes it to the device (grad_accum=0)."""
+    if config.train.grad_accum:
+        return config.train.batch_size // config.train.grad_accum
+    return min(16, config.train.batch_size)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, bf16: bool) -> float:
-    """Best of several large matmuls, FLOP/s: the machine's achievable dense peak right now."""
-    n = 8192 if device.type == "cuda" else 1536
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(8 if device.type == "cuda" else 5):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        sync(device)
-        best = min(best, (time.perf_counter() - start) / 4)
-    return 2 * n**3 / best
 
 
 def time_candidates(args, device: torch.device) -> dict:
@@ -106,7 +98,7 @@ def time_candidates(args, device: torch.device) -> dict:
     for name in args.candidates:
         base = _cuda_reset(device)
         config, model, forward = build(name, args.preset, device, args.set)
-        batch = args.batch or config.train.batch_size // config.train.grad_accum
+        batch = args.batch or default_micro_batch(config)
         ids = torch.randint(0, config.model.vocab_size, (batch, config.train.seq_len + 1), device=device)
         step = make_step(model, forward, device, bf16, args.compile)
         for _ in range(args.warmup):
@@ -173,7 +165,7 @@ def peak_memory(args, name: str, device: torch.device) -> dict:
     where RSS varies by a few percent between identical processes)."""
     bf16 = device.type == "cuda" and not args.fp32
     config, model, forward = build(name, args.preset, device, args.set)
-    batch = args.batch or config.train.batch_size // config.train.grad_accum
+    batch = args.batch or default_micro_batch(config)
     ids = torch.randint(0, config.model.vocab_size, (batch, config.train.seq_len + 1), device=device)
     step = make_step(model, forward, device, bf16, args.compile)
     if device.type == "cuda":
@@ -184,26 +176,7 @@ def peak_memory(args, name: str, device: torch.device) -> dict:
     if device.type == "cuda":
         return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
     return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "peak_tensor_gb": tensor_peak(step, ids) / 2**30}
-
-
-def tensor_peak(step, ids) -> float:
-    """Peak bytes of tensors allocated and not yet freed during one step (profiler events).
-
-    Counts what the step itself allocates (activations, gradients, temporaries), not the
-    weights and optimizer state that exist before it.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step(ids)
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return float(peak)
+            "peak_tensor_gb": measure_peak(lambda: step(ids), device) / 2**30}
 
 
 def _child(args, extra: list[str], env: dict) -> dict:
@@ -263,7 +236,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps per candidate per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", type=int, default=0, help="micro-batch (default: preset batch / grad_accum)")
+    p.add_argument("--batch", type=int, default=0,
+                   help="micro-batch (default: preset batch / grad_accum, or 16 where that is auto)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")

@@ -98,6 +98,7 @@ class TrainConfig:
     batch_size: int = 16  # sequences per optimizer step (global, over all ranks)
     grad_accum: int = 1  # micro-batches per step (batch_size divisible by grad_accum x ranks); 0 = auto:
     # the largest micro-batch that fits the device's free memory (measured), same global batch
+    memory_budget_gb: float = 0.0  # grad_accum=0 plans for at most this much memory (0 = a share of free)
     seq_len: int = 128  # tokens per sequence
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -123,6 +124,9 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
+        if self.memory_budget_gb < 0:
+            raise ValueError(f"memory_budget_gb must be >= 0 (0 = from free memory), "
+                             f"got {self.memory_budget_gb!r}")
         if self.grad_accum < 0:
             raise ValueError(f"grad_accum must be >= 0 (0 = auto), got {self.grad_accum!r}")
         if self.grad_accum and self.batch_size % self.grad_accum:

@@ -13,9 +13,11 @@ memory events (deterministic; peak RSS of identical processes varies by +-0.03 G
 """
 
 import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -52,7 +54,7 @@ def _cpu_tensor_peak(fn: Callable[[], object]) -> int:
     """Peak live tensor bytes during `fn`, from the profiler's allocation and free events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _profiler_lines_dropped(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]")
@@ -61,6 +63,27 @@ def _cpu_tensor_peak(fn: Callable[[], object]) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+@contextmanager
+def _profiler_lines_dropped() -> Iterator[None]:
+    """Kineto writes a "USDT ... profiler_start/stop" line straight to file descriptor 2 each time
+    it starts and stops, with no setting to silence it: capture fd 2 meanwhile and pass every
+    other line on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if "SyncActivityProfilerHandler" not in line:
+                    sys.stderr.write(line)
 
 
 def free_bytes(device: torch.device) -> int:
@@ -77,9 +100,13 @@ def free_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def memory_budget(device: torch.device) -> int:
-    """Bytes a run may plan for on `device` (its share of the free memory)."""
-    return int(free_bytes(device) * MEMORY_FRACTION.get(device.type, 0.9))
+def memory_budget(config: RunConfig, device: torch.device) -> int:
+    """Bytes a run may plan for on `device`: its share of the free memory, at most
+    ``train.memory_budget_gb`` where that is set (a shared GPU, a host with other work)."""
+    budget = int(free_bytes(device) * MEMORY_FRACTION.get(device.type, 0.9))
+    if config.train.memory_budget_gb:
+        budget = min(budget, int(config.train.memory_budget_gb * 1e9))
+    return budget
 
 
 def weight_bytes(model: CausalLM) -> int:
@@ -174,7 +201,7 @@ def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device,
     evaluation, probes, knock-out) fits :func:`memory_budget` with AdamW's moments still to
     come, and the stages' measured peaks there. Predicts linearly from micro-batches 1 and 2,
     then confirms by measuring; DoesNotFit names the stage that fails at 1."""
-    budget = memory_budget(device) - optimizer_bytes(model)
+    budget = memory_budget(config, device) - optimizer_bytes(model)
     sizing = tuple(name for name in stage_functions(model, config, device, 1, autocast) if name != CHECKPOINT)
 
     def need(m: int) -> tuple[float, dict[str, float]]:
@@ -199,7 +226,8 @@ def _does_not_fit_message(config: RunConfig, device: torch.device, stage: str, n
                           budget: float) -> str:
     return (f"the {stage} needs {need / 1e9:.2f} GB at micro-batch 1 (seq_len {config.train.seq_len}, "
             f"vocab {config.model.vocab_size}) but {device} offers {budget / 1e9:.2f} GB for it; "
-            "lower train.seq_len or the model size, or use a device with more memory")
+            "lower train.seq_len or the model size, raise train.memory_budget_gb if set, or use a "
+            "device with more memory")
 
 
 def matmul_peak(device: torch.device, bf16: bool) -> float:

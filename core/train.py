@@ -511,9 +511,8 @@ def reexec_with_malloc_env() -> None:
         return
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
         return
-    quiet = {"KINETO_LOG_LEVEL": os.environ.get("KINETO_LOG_LEVEL", "5")}  # profiler start/stop lines
     os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
-              {**os.environ, **MALLOC_ENV, **quiet})
+              {**os.environ, **MALLOC_ENV})
 
 
 def ignore_file_size_signal() -> None:

@@ -8,13 +8,16 @@ zeroed the gradient of an autograd.Function whose returned tensor was edited in 
 every torch version, fixed or not.
 """
 
+import importlib
 import inspect
+import pkgutil
 import shutil
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import core
 import core.ffn as ffn_module
 import core.model as model_module
 import core.train as train_module
@@ -68,8 +71,11 @@ def _function_cases():
 
 
 def test_every_autograd_function_is_covered_by_the_mutation_guard():
-    ours = {obj for module in (model_module, ffn_module) for _, obj in inspect.getmembers(module, inspect.isclass)
-            if issubclass(obj, torch.autograd.Function) and obj.__module__.startswith("core.")}
+    ours = set()
+    for info in pkgutil.iter_modules(core.__path__):
+        module = importlib.import_module(f"core.{info.name}")
+        ours |= {obj for _, obj in inspect.getmembers(module, inspect.isclass)
+                 if issubclass(obj, torch.autograd.Function) and obj.__module__ == module.__name__}
     assert ours == {fn for _, fn, _ in _function_cases()}
 
 
@@ -158,7 +164,8 @@ def _path_gradients(model, path: str, monkeypatch) -> dict[str, torch.Tensor]:
 
 
 def _relative_errors(grads: dict, reference: dict) -> dict[str, float]:
-    return {name: ((grads[name].double() - ref).norm() / ref.norm()).item() for name, ref in reference.items()}
+    return {name: ((grads[name].double() - ref).norm() / ref.norm()).item()
+            for name, ref in reference.items()}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=needs_compiler) if PATHS[p][3] else p for p in PATHS])
