@@ -65,7 +65,7 @@ def require_compiled_gradients(model: ModelConfig, device: torch.device | str) -
         raise ValueError(
             f"torch.compile gives wrong gradients with torch {torch.__version__} on "
             f"{torch.device(device).type} (compiled vs eager differ by {_checked[key]:.3g}, relative); "
-            "train without it (--set train.compile=false) or use another torch version "
+            "train without it (--set train.compile=false), or try another torch version "
             f"(supported: torch{SUPPORTED_TORCH})")
 
 

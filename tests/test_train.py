@@ -133,8 +133,50 @@ def test_torchrun_two_ranks_matches_one_process(tmp_path):
                          timeout=300, env=env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = Run(tmp_path / "one"), Run(tmp_path / "two")
-    for key in ("train/loss", "val/loss"):
+    # the val set is split across the ranks and pooled: loss and routing metrics as one process
+    for key in ("train/loss", "val/loss", "routing/L0/sparse_weight", "threshold/L1/window_frac"):
         assert [v for _, v in _losses(two, key)] == pytest.approx([v for _, v in _losses(one, key)],
                                                                   abs=1e-4)
     assert json.loads(two.file("config.json").read_text())["world_size"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+
+@pytest.mark.slow
+def test_a_large_global_batch_runs_in_the_memory_of_its_micro_batch(tmp_path):
+    """1024 sequences a step, 64 micro-batches: the val batch is as large, and used to become
+    [1024 x 256 x 8192] fp32 logits (8.6 GB) in one piece."""
+    result = run_cli("core.train", "--preset", "tiny", "--ffn", "dual", "--steps", "1",
+                     "--set", "train.batch_size=1024", "--set", "train.grad_accum=64",
+                     "--set", "train.eval_batches=1", "--run-dir", str(tmp_path / "r"), "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = Run(tmp_path / "r").read_summary()
+    assert summary["peak_mem_gb"] < 2.5  # the process's peak RSS; measured 0.90 GB
+    assert summary["tokens"] == 1024 * 256
+    assert set(summary["knockout"]) == {"mix", "dense_only", "sparse_only"}
+
+
+# The report's setup cut to CPU size: its 151,936-row vocabulary and a global batch of 8 in 4
+# micro-batches of 2; fewer layers and shorter sequences, the builtin corpus instead of FineWeb.
+PAPER_ON_CPU = ["--preset", "paper", "--ffn", "dual", "--data", "builtin", "--steps", "2",
+                "--set", "data.tokenizer=bpe", "--set", "data.max_bytes=1000000",
+                "--set", "data.val_fraction=0.05",
+                "--set", "num_hidden_layers=2", "--set", "seq_len=64", "--set", "max_position_embeddings=64",
+                "--set", "batch_size=8", "--set", "grad_accum=4", "--set", "eval_every=1",
+                "--set", "eval_batches=2", "--set", "checkpoint_every=1", "--set", "log_every=1"]
+
+
+@pytest.mark.slow
+def test_paper_structure_runs_end_to_end_on_cpu(tmp_path):
+    started = time.monotonic()
+    result = run_cli("core.train", *PAPER_ON_CPU, "--run-dir", str(tmp_path / "r"), "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    run = Run(tmp_path / "r")
+    config = json.loads(run.file("config.json").read_text())
+    assert config["model"]["vocab_size"] == 151_936 and config["micro_batch"] == 2
+    records, _ = run.read_metrics(0)
+    assert [r["step"] for r in records if "val/loss" in r] == [1, 2]
+    last = records[-1]
+    assert {"interference/L0/cosine", "routing/L1/sparse_weight", "threshold/L0/grad"} <= set(last)
+    assert set(run.read_summary()["knockout"]) == {"mix", "dense_only", "sparse_only"}
+    assert run.checkpoint_dir() is not None and run.read_status()["state"] == "completed"
