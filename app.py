@@ -17,11 +17,14 @@ from core.stats import Band
 from ui.figures import curves_figure, layer_heatmap, layer_params_figure, token_loss_figure
 from ui.service import Explorer, Limits, dual_label
 from ui.settings import app_settings
+from ui.tables import RUN_COLUMNS, estimate_text, results_table, runs_table
 
 SAMPLE_TEXT = ("The state of the Union is strong. We will invest in our roads, our schools and our "
                "people, and we will keep the promise of a better future for every American family.")
-STATUS_COLUMNS = ["run", "variant", "seed", "state", "step", "steps", "progress", "train_loss",
-                  "val_loss", "error"]
+OVERVIEW = ("The report's dual-path FFN (a learned router per token between a dense SwiGLU path "
+            "and a sparse, learned-threshold path) beat SwiGLU in 400-step ablations of an 84M "
+            "Qwen-style model (val loss 5.646 vs 5.660) but lost at full scale (4.949 ± 0.005 vs "
+            "4.927 ± 0.003, 3 seeds).")
 
 
 def friendly(fn):
@@ -70,11 +73,12 @@ def launch_tab(explorer: Explorer) -> dict:
             match = gr.Radio(["width", "params"], value="width", label="Match SwiGLU by")
         overrides = gr.Textbox("", lines=2, label="Overrides (key=value, one per line)")
         grid_table = gr.Dataframe(label="Grid to queue", interactive=False)
+        estimate = gr.Markdown()
         with gr.Row():
             launch_btn = gr.Button("Launch", variant="primary")
             message = gr.Markdown()
-        runs_table = gr.Dataframe(label="Runs of this experiment", interactive=False,
-                                  headers=STATUS_COLUMNS)
+        runs = gr.Dataframe(label="Runs of this experiment", interactive=False, headers=RUN_COLUMNS)
+        failures_seen = gr.State(None)  # runs already known as failed: each failure is toasted once
         with gr.Row():
             cancel_run = gr.Dropdown([], label="Run to cancel", allow_custom_value=True)
             cancel_btn = gr.Button("Cancel run", variant="stop")
@@ -97,31 +101,83 @@ def launch_tab(explorer: Explorer) -> dict:
         result = explorer.launch(*unpack(*values))
         return f"{result['message']}: {', '.join(result['queued']) or 'nothing new'}"
 
-    def refresh(exp):
+    def estimate_now(*values):
+        try:
+            return estimate_text(explorer.estimate(*unpack(*values)))
+        except ValueError:
+            return ""  # the grid preview already says why it cannot launch
+
+    def refresh(exp, seen):
         try:
             rows = explorer.status(exp)
         except ValueError:
-            return pd.DataFrame(columns=STATUS_COLUMNS), gr.update()
-        frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+            return pd.DataFrame(columns=RUN_COLUMNS), gr.update(), seen
+        failed = {r["run"]: r["error"] for r in rows if r["state"] == "failed"}
+        for run, error in failed.items():
+            if seen is not None and run not in seen:
+                gr.Warning(f"{exp}/{run} failed: {error}")
         active = [r["run"] for r in rows if r["state"] in ("queued", "running")]
-        return frame, gr.update(choices=active)
+        return runs_table(rows), gr.update(choices=active), sorted(failed)
 
     for component in plan_inputs:
         component.change(preview, plan_inputs, [grid_table, message], api_visibility="private",
                          show_progress="hidden")
-    launch_btn.click(do_launch, plan_inputs, message, api_visibility="private").then(
-        refresh, experiment, [runs_table, cancel_run], api_visibility="private")
+    launched = launch_btn.click(do_launch, plan_inputs, message, api_visibility="private")
+    launched.then(refresh, [experiment, failures_seen], [runs, cancel_run, failures_seen],
+                  api_visibility="private")
+    experiment.change(lambda: None, None, failures_seen, api_visibility="private")
     cancel_btn.click(friendly(lambda exp, run: f"{run}: {explorer.cancel(exp, run)}"),
                      [experiment, cancel_run], message, api_visibility="private")
     preset_name.change(lambda p: preset(p).train.steps, preset_name, steps, api_visibility="private")
-    gr.Timer(2.0).tick(refresh, experiment, [runs_table, cancel_run], api_visibility="private",
-                       show_progress="hidden")
-    return {"preview": preview, "inputs": plan_inputs, "outputs": [grid_table, message]}
+    gr.Timer(2.0).tick(refresh, [experiment, failures_seen], [runs, cancel_run, failures_seen],
+                       api_visibility="private", show_progress="hidden")
+    gr.Timer(2.0).tick(estimate_now, plan_inputs, estimate, api_visibility="private", show_progress="hidden")
+    return {"preview": preview, "inputs": plan_inputs, "outputs": [grid_table, message],
+            "experiment": experiment, "launched": launched}
+
+
+# Overview tab --------------------------------------------------------------------------------------
+def overview_tab(explorer: Explorer, experiment: str | None) -> dict:
+    """The first page: the shipped experiment's seed-band curves and Table 1, no click needed."""
+    with gr.Tab("Overview"):
+        gr.Markdown(OVERVIEW + " " + _overview_line(explorer, experiment))
+        plot = gr.Plot(label="Val loss: mean over seeds with a std band")
+        table = gr.Dataframe(interactive=False, label="Table 1")
+
+    def show():
+        if not experiment:
+            return curves_figure({}, "val/loss", "step"), pd.DataFrame()
+        bands = {v: _band(d) for v, d in explorer.curves(experiment, "val/loss", "step").items()}
+        return curves_figure(bands, "val/loss", "step"), results_table(explorer.results(experiment))
+
+    return {"load": show, "outputs": [plot, table]}
+
+
+def _overview_line(explorer: Explorer, experiment: str | None) -> str:
+    if not experiment:
+        return "No experiment is here yet: launch one in the Launch tab."
+    rows = explorer.results(experiment)
+    variants = ", ".join(f"{r['variant']} ({r['seeds']} seeds)" for r in rows)
+    return (f"Below, the `{experiment}` experiment shipped with the explorer: {variants}. Launch your "
+            "own grid in the Launch tab; Curves, Results, Diagnostics and Inspect then follow it.")
 
 
 # Curves tab ----------------------------------------------------------------------------------------
-def curves_tab(explorer: Explorer, default_experiment: str | None) -> dict:
-    with gr.Tab("Curves"):
+def follow_on_select(tab: gr.Tab, picker: gr.Dropdown, explorer: Explorer, followed: gr.State):
+    """When `tab` is selected, `picker` lists every experiment now on disk and, once after each
+    launch, shows the launched one (then the user's choice stands). Returns the select event."""
+    applied = gr.State(None)  # the launch this picker has already followed
+
+    def update(value, launched, done):
+        if launched and launched != done:
+            value = launched
+        return gr.update(choices=explorer.experiments(), value=value), launched
+
+    return tab.select(update, [picker, followed, applied], [picker, applied], api_visibility="private")
+
+
+def curves_tab(explorer: Explorer, default_experiment: str | None, followed: gr.State) -> dict:
+    with gr.Tab("Curves") as tab:
         with gr.Row():
             experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
             metric = gr.Dropdown(["val/loss", "train/loss"], value="val/loss", label="Metric",
@@ -154,6 +210,7 @@ def curves_tab(explorer: Explorer, default_experiment: str | None) -> dict:
     experiment.change(friendly(choose_experiment), experiment, [metric, plot], api_visibility="private")
     gr.Timer(2.0).tick(lambda on, *v: draw(*v) if on else gr.update(), [live, *inputs], plot,
                        api_visibility="private", show_progress="hidden")
+    follow_on_select(tab, experiment, explorer, followed)
     return {"experiment": experiment, "plot": plot, "draw": draw, "inputs": inputs}
 
 
@@ -164,7 +221,7 @@ def _band(data: dict) -> Band:
 
 
 # Diagnostics tab -----------------------------------------------------------------------------------
-def diagnostics_tab(explorer: Explorer, default_experiment: str | None) -> dict:
+def diagnostics_tab(explorer: Explorer, default_experiment: str | None, followed: gr.State) -> dict:
     with gr.Tab("Diagnostics") as tab:
         gr.Markdown("Per-layer routing, threshold, sparsity and pathway-interference metrics over "
                     "training: one line per variant and layer, mean over seeds with a band.")
@@ -187,15 +244,16 @@ def diagnostics_tab(explorer: Explorer, default_experiment: str | None) -> dict:
         return curves_figure({name: _band(d) for name, d in data.items()}, fam, x, band)
 
     experiment.change(friendly(families), experiment, family, api_visibility="private")
-    tab.select(friendly(families), experiment, family, api_visibility="private")
+    follow_on_select(tab, experiment, explorer, followed).then(
+        friendly(families), experiment, family, api_visibility="private")
     for component in (family, x_axis, spread):
         component.change(friendly(draw), [experiment, family, x_axis, spread], plot, api_visibility="private")
-    return {}
+    return {"experiment": experiment}
 
 
 # Results tab ---------------------------------------------------------------------------------------
-def results_tab(explorer: Explorer, default_experiment: str | None) -> dict:
-    with gr.Tab("Results"):
+def results_tab(explorer: Explorer, default_experiment: str | None, followed: gr.State) -> dict:
+    with gr.Tab("Results") as tab:
         gr.Markdown("Final val loss per variant (mean ± sample std over seeds), Welch t-test "
                     "against the baseline, peak memory, throughput and parameters: the report's Table 1.")
         with gr.Row():
@@ -214,37 +272,44 @@ def results_tab(explorer: Explorer, default_experiment: str | None) -> dict:
         base = base if base in variants else (variants[0] if variants else None)
         rows = explorer.results(exp, base) if base else rows
         csv = explorer.results_csv(exp, base)
-        return _results_display(rows), gr.update(choices=variants, value=base), csv
+        return results_table(rows), gr.update(choices=variants, value=base), csv
 
     for trigger in (experiment.change, baseline.change, refresh_btn.click):
         trigger(show, [experiment, baseline], [table, baseline, download], api_visibility="private")
+    follow_on_select(tab, experiment, explorer, followed).then(
+        show, [experiment, baseline], [table, baseline, download], api_visibility="private")
     return {"experiment": experiment, "table": table, "show": show, "inputs": [experiment, baseline],
             "outputs": [table, baseline, download]}
 
 
-def _results_display(rows: list[dict]) -> pd.DataFrame:
-    """Table 1 rounded for reading; the CSV download keeps full precision."""
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    shown = frame[["variant", "seeds", "val_loss", "delta_vs_baseline", "p_value", "peak_mem_gb", "tok_s",
-                   "params"]].copy()
-    for column, digits in (("delta_vs_baseline", 4), ("p_value", 3), ("peak_mem_gb", 2), ("tok_s", 0)):
-        shown[column] = pd.to_numeric(shown[column], errors="coerce").round(digits)
-    return shown.rename(columns={"val_loss": "val loss (mean ± std)", "delta_vs_baseline": "delta",
-                                 "p_value": "p (Welch)", "peak_mem_gb": "peak mem GB"})
-
-
 # Inspect tab ---------------------------------------------------------------------------------------
-def inspect_tab(explorer: Explorer) -> dict:
-    run_ids = explorer.run_ids()
+def _run_pair(run_ids: list[str]) -> tuple[str | None, str | None]:
+    """Default runs to compare: the first SwiGLU run and the first dual run."""
     first = next((r for r in run_ids if "/swiglu" in r), run_ids[0] if run_ids else None)
-    second = next((r for r in run_ids if "/dual" in r), None)
+    second = next((r for r in run_ids if "/dual" in r and r != first), None)
+    return first, second
+
+
+def _top_layer(explorer: Explorer, runs: list[str | None]) -> int:
+    """Index of the deepest layer among `runs` (0 when none can be read)."""
+    depths = [1]
+    for run in (r for r in runs if r):
+        try:
+            depths.append(explorer.num_layers(run))
+        except ValueError:
+            continue
+    return max(depths) - 1
+
+
+def inspect_tab(explorer: Explorer, followed: gr.State) -> dict:
+    run_ids = explorer.run_ids()
+    first, second = _run_pair(run_ids)
+    top = _top_layer(explorer, [first, second])
     with gr.Tab("Inspect") as tab:
         with gr.Row():
             run_a = gr.Dropdown(run_ids, value=first, label="Run A")
             run_b = gr.Dropdown(run_ids, value=second, label="Run B (optional)")
-            layer = gr.Slider(0, 11, value=0, step=1, label="Layer for token colours")
+            layer = gr.Slider(0, max(top, 1), value=0, step=1, label="Layer for token colours")
         text = gr.Textbox(SAMPLE_TEXT, lines=3, label="Text", max_length=explorer.limits.max_text_chars)
         inspect_btn = gr.Button("Inspect", variant="primary")
         info = gr.Markdown()
@@ -276,16 +341,28 @@ def inspect_tab(explorer: Explorer) -> dict:
                 token_loss_figure({r["run"]: (r["tokens"], r["token_loss"]) for r in results}),
                 layer_params_figure(_layer_params(dual)) if dual else None)
 
-    inspect_btn.click(run_inspect, [run_a, run_b, text, layer],
-                      [info, tokens_a, tokens_b, router_plot, zero_plot, loss_plot, params_plot],
-                      api_visibility="private")
+    inputs = [run_a, run_b, text, layer]
+    outputs = [info, tokens_a, tokens_b, router_plot, zero_plot, loss_plot, params_plot]
+    inspect_btn.click(run_inspect, inputs, outputs, api_visibility="private")
 
-    def refresh_runs(a, b):
+    def layer_range(a, b, at):
+        deepest = _top_layer(explorer, [a, b])
+        # a slider needs a non-empty range: one layer shows as 0..1, clamped to 0 when shown
+        return gr.update(maximum=max(deepest, 1), value=min(int(at or 0), deepest))
+
+    def follow(a, b, experiment):
+        """The runs of the experiment launched last, once they have weights; else as chosen."""
         ids = explorer.run_ids()
-        return gr.update(choices=ids), gr.update(choices=ids)
+        mine = [r for r in ids if experiment and r.startswith(f"{experiment}/")]
+        if mine and not str(a or "").startswith(f"{experiment}/"):
+            a, b = _run_pair(mine)
+        return gr.update(choices=ids, value=a), gr.update(choices=ids, value=b)
 
-    tab.select(refresh_runs, [run_a, run_b], [run_a, run_b], api_visibility="private")
-    return {"run_a": run_a, "run_b": run_b}
+    for picker in (run_a, run_b):
+        picker.change(layer_range, [run_a, run_b, layer], layer, api_visibility="private")
+    tab.select(follow, [run_a, run_b, followed], [run_a, run_b], api_visibility="private").then(
+        run_inspect, inputs, outputs, api_visibility="private")
+    return {"load": run_inspect, "inputs": inputs, "outputs": outputs}
 
 
 def _token_colours(result: dict, layer: int) -> list[tuple[str, float]]:
@@ -346,15 +423,27 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     default = "demo" if "demo" in experiments else (experiments[0] if experiments else None)
     with gr.Blocks(title="FFN explorer") as app:
         gr.Markdown("# FFN explorer: SwiGLU vs dual-path sparse/dense FFN")
+        followed = gr.State(None)  # the experiment launched last in this browser session
+        overview = overview_tab(explorer, default)
         launch = launch_tab(explorer)
-        curves = curves_tab(explorer, default)
-        results = results_tab(explorer, default)
-        diagnostics_tab(explorer, default)
-        inspect_tab(explorer)
+        curves = curves_tab(explorer, default, followed)
+        results = results_tab(explorer, default, followed)
+        diagnostics = diagnostics_tab(explorer, default, followed)
+        inspect = inspect_tab(explorer, followed)
         register_api(explorer)
+        pickers = [curves["experiment"], results["experiment"], diagnostics["experiment"]]
+
+        def follow(experiment):
+            choices = explorer.experiments()
+            return (*[gr.update(choices=choices, value=experiment)] * len(pickers), experiment)
+
+        launch["launched"].success(follow, launch["experiment"], [*pickers, followed],
+                                   api_visibility="private")
+        app.load(overview["load"], None, overview["outputs"], api_visibility="private")
         app.load(launch["preview"], launch["inputs"], launch["outputs"], api_visibility="private")
         app.load(curves["draw"], curves["inputs"], curves["plot"], api_visibility="private")
         app.load(results["show"], results["inputs"], results["outputs"], api_visibility="private")
+        app.load(inspect["load"], inspect["inputs"], inspect["outputs"], api_visibility="private")
     return app
 
 

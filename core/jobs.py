@@ -52,6 +52,14 @@ class _Cursor:
     val_loss: float | None = None
 
 
+def eta_seconds(status: dict, state: str, step: int, steps: int | None) -> float | None:
+    """Seconds a running run has left at its pace since it last (re)started; None otherwise."""
+    started, first = status.get("started"), status.get("start_step") or 0
+    if state != "running" or not steps or not started or step <= first:
+        return None
+    return (time.time() - started) / (step - first) * (steps - step)
+
+
 def gpu_ids() -> list[str]:
     """The GPUs a child may be pinned to, as CUDA_VISIBLE_DEVICES entries of this process."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -349,7 +357,8 @@ class JobManager:
         """One row per run (of `experiment`, or of every experiment) for the UI.
 
         Keys: experiment, run, variant, seed, state (effective), step, steps, progress (0..1),
-        train_loss and val_loss (the last logged), error. Metrics are read incrementally.
+        eta_s (seconds left, while running), train_loss and val_loss (the last logged), error.
+        Metrics are read incrementally.
         """
         experiments = [validate_name(experiment, "experiment name")] if experiment else \
             list_experiments(self.root)
@@ -364,8 +373,8 @@ class JobManager:
         progress = 1.0 if state == "completed" else min(1.0, step / steps) if steps else 0.0
         return {"experiment": run.experiment, "run": run.name, "variant": config.get("variant"),
                 "seed": config.get("seed"), "state": state, "step": step, "steps": steps,
-                "progress": progress, "train_loss": cursor.train_loss,
-                "val_loss": cursor.val_loss, "error": status.get("error")}
+                "progress": progress, "eta_s": eta_seconds(status, state, step, steps),
+                "train_loss": cursor.train_loss, "val_loss": cursor.val_loss, "error": status.get("error")}
 
     def _read_metrics(self, run: Run, status: dict) -> _Cursor:
         """Fold the metric lines logged since the last call into the run's cached cursor."""

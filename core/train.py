@@ -6,6 +6,7 @@ atomic checkpoints and exact resume. Rank 0 alone writes the run directory.
 
 import argparse
 import errno
+import json
 import math
 import os
 import platform
@@ -416,7 +417,8 @@ def _train_main(trainer: Trainer, run: Run, resuming: bool) -> dict:
     _restore_if(trainer, run, resuming)
     run.truncate_metrics(trainer.step)
     try:  # a SIGINT during the first status write must still end as "cancelled"
-        run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time())
+        run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time(),
+                         start_step=trainer.step)
         summary = trainer.fit()
     except KeyboardInterrupt:
         run.write_status("cancelled", step=trainer.step, error="interrupted")
@@ -459,7 +461,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plan", action="store_true",
                    help="print parameters, micro-batch, FLOPs and peak memory per stage; do not train")
+    p.add_argument("--time-steps", type=int, default=0, metavar="N",
+                   help="time N optimizer steps and one evaluation on random tokens, print JSON; "
+                   "do not train")
     return p
+
+
+def time_steps(config: RunConfig, n: int) -> dict:
+    """``--time-steps N``: seconds per optimizer step (median of `n`, after one warm-up step) and
+    for one evaluation, on random tokens with the run's model, micro-batch and optimizer."""
+    device = resolve_device(config, Dist())
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model).to(device)
+    optimizer = build_optimizer(model, config, device)
+
+    def autocast():
+        return autocast_context(config, device)
+
+    if config.train.grad_accum:
+        micro = config.train.batch_size // config.train.grad_accum
+    else:
+        micro, _ = choose_micro_batch(model, config, device, config.train.batch_size, autocast)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
+                        generator=generator).to(device)
+    batch = eval_micro_batches([(ids[:, :-1], ids[:, 1:])], micro, Dist())
+    times = [_timed(lambda: _optimizer_step(model, optimizer, batch, config, autocast), device)
+             for _ in range(n + 1)][1:]
+    eval_s = _timed(lambda: evaluate(model, batch * config.train.eval_batches, config, device), device)
+    return {"step_s": sorted(times)[len(times) // 2], "eval_s": eval_s, "micro_batch": micro,
+            "device": str(device)}
+
+
+def _optimizer_step(model, optimizer, micro_batches: list, config: RunConfig, autocast) -> None:
+    for x, y in micro_batches:
+        with autocast():
+            (model(x, y, return_logits=False).loss / len(micro_batches)).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _timed(fn, device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def print_plan(config: RunConfig) -> None:
@@ -536,9 +584,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.plan:
+    if args.time_steps < 0:
+        print(f"error: --time-steps must be >= 1, got {args.time_steps}", file=sys.stderr)
+        return 2
+    if args.plan or args.time_steps:
         try:
-            print_plan(config)
+            if args.plan:
+                print_plan(config)
+            else:
+                print(json.dumps(time_steps(config, args.time_steps)))
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -1,10 +1,15 @@
-"""Screenshots of each app tab for the README, with Playwright and Debian's Chromium.
+"""README's screenshots, taken along the first-hour journey of tests/journey.py (Playwright and
+Debian's Chromium): the shipped demo, then a 1-seed `micro` grid launched, followed and inspected.
 
     python scripts/screenshots.py [--runs-dir runs] [--out docs]
+
+The journey runs on a copy of the runs folder's `demo`, so nothing is added to it.
 """
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -12,34 +17,8 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from tests import journey  # noqa: E402
 from tests.app_server import running_app  # noqa: E402
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def capture(url: str, out: Path) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(url)
-        page.wait_for_timeout(3000)
-        page.screenshot(path=str(out / "tab-launch.png"), full_page=True)
-        page.get_by_role("tab", name="Curves").click()
-        page.get_by_label("Per-seed lines").check()
-        page.wait_for_timeout(3500)
-        page.screenshot(path=str(out / "tab-curves.png"), full_page=True)
-        page.get_by_role("tab", name="Results").click()
-        page.wait_for_timeout(2500)
-        page.screenshot(path=str(out / "tab-results.png"), full_page=True)
-        page.get_by_role("tab", name="Diagnostics").click()
-        page.wait_for_timeout(3500)
-        page.screenshot(path=str(out / "tab-diagnostics.png"), full_page=True)
-        page.get_by_role("tab", name="Inspect").click()
-        page.get_by_role("button", name="Inspect", exact=True).click()
-        page.wait_for_function("document.body.innerText.includes('mean loss')", timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(out / "tab-inspect.png"), full_page=True)
-        browser.close()
 
 
 def main() -> int:
@@ -49,8 +28,17 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with running_app(Path(args.runs_dir)) as url:
-        capture(url, out)
+    with tempfile.TemporaryDirectory(prefix="explorer-shots-") as scratch:
+        runs = Path(scratch) / "runs"
+        shutil.copytree(Path(args.runs_dir) / "demo", runs / "demo")
+        with running_app(runs) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=journey.CHROMIUM, headless=True,
+                                        args=journey.BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            journey.walk(page, url, runs, Path(scratch))
+            browser.close()
+        for shot in Path(scratch).glob("tab-*.png"):
+            shutil.copy(shot, out / shot.name)
     print(f"screenshots in {out}")
     return 0
 

@@ -15,6 +15,9 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+FEW_POINTS = 12
+
+
 def _band_traces(name: str, band: Band, color: str, spread: str) -> list[go.Scatter]:
     """Upper edge, lower edge filled to it (`tonexty`), then the mean line on top."""
     if spread == "minmax":
@@ -25,7 +28,9 @@ def _band_traces(name: str, band: Band, color: str, spread: str) -> list[go.Scat
     return [
         go.Scatter(x=band.x, y=upper, **edge),
         go.Scatter(x=band.x, y=lower, fill="tonexty", fillcolor=_rgba(color, 0.2), **edge),
-        go.Scatter(x=band.x, y=band.mean, mode="lines", name=name, legendgroup=name,
+        # markers while a curve has few points: a short run's one or two evaluations stay visible
+        go.Scatter(x=band.x, y=band.mean, mode="lines+markers" if len(band.x) <= FEW_POINTS else "lines",
+                   name=name, legendgroup=name,
                    line=dict(color=color, width=2), customdata=band.n,
                    hovertemplate=f"{name}<br>%{{x}}: %{{y:.4f}} (n=%{{customdata}})<extra></extra>"),
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
+from core.estimate import StepTimes, run_seconds
 from core.inspection import inspect_text
 from core.jobs import JobManager
 from core.report import diagnostic_keys
@@ -170,6 +171,7 @@ class Explorer:
         self.jobs = JobManager(self.root, max_concurrent=max_concurrent, start=start_jobs)
         self._watchers: dict[str, ExperimentWatcher] = {}
         self._lock = threading.Lock()
+        self.step_times = StepTimes()
 
     # listings ------------------------------------------------------------------------------------
     def experiments(self) -> list[str]:
@@ -229,6 +231,31 @@ class Explorer:
             for cell in cells:
                 _check_locked(cell.config, preset(preset_name))
         return cells, (steps, extra, seed_list, variants)
+
+    def estimate(self, experiment: str, preset_name: str, variants: list[str], seeds,
+                 steps: int | None = None, lr: float | None = None, data: str | None = None,
+                 overrides=None) -> dict:
+        """Expected wall time of the grid on this machine, from step times measured once per run
+        shape (in the background: `pending` counts runs whose shape is still being timed).
+
+        Keys: runs, concurrent, pending, seconds (None while pending), step_s per variant, errors.
+        Tokenizing a corpus for the first time is not included."""
+        cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
+        total, pending, step_s, errors = 0.0, 0, {}, []
+        for cell in cells:
+            timing = self.step_times.get(cell.config)
+            error = self.step_times.error(cell.config)
+            if error:
+                errors.append(f"{cell.label}: {error}")
+            if timing is None:
+                pending += 1
+                continue
+            total += run_seconds(cell.config, timing)
+            step_s[cell.label] = timing.step_s
+        concurrent = max(1, min(self.jobs.max_concurrent, len(cells)))
+        seconds = None if pending else total / concurrent
+        return _clean({"runs": len(cells), "concurrent": concurrent, "pending": pending, "seconds": seconds,
+                       "step_s": step_s, "errors": sorted(set(errors))})
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
                lr: float | None = None, data: str | None = None, overrides=None) -> dict:
@@ -318,6 +345,11 @@ class Explorer:
         if not 1 <= len(run_ids) <= 2:
             raise ValueError("pick one or two runs to inspect")
         return [_clean(inspect_text(self._run(run_id), text).to_dict()) for run_id in run_ids]
+
+    def num_layers(self, run_id: str) -> int:
+        """Decoder layers of a run (what Inspect's layer control ranges over)."""
+        config = self._run(run_id).read_config() or {}
+        return int((config.get("model") or {}).get("num_hidden_layers") or 1)
 
     def _run(self, run_id: str) -> Run:
         experiment, sep, name = str(run_id).partition("/")

@@ -1,0 +1,128 @@
+"""A newcomer's first hour in the app, step by step in a real browser (Playwright + Chromium).
+
+Used by ``tests/test_app_browser.py`` (which asserts on every step) and by
+``scripts/screenshots.py`` (README's screenshots come from the same journey).
+"""
+
+import re
+import time
+from pathlib import Path
+
+from core.runs import Run
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+EXPERIMENT = "journey"
+PLOT_TRACES = ("Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p => p.offsetParent)"
+               ".map(p => p.querySelectorAll('.scatterlayer .trace').length).reduce((a, b) => a + b, 0)")
+# The value of the visible tab's experiment picker (a dropdown's value lives in its <input>).
+SHOWN_EXPERIMENT = ("(Array.from(document.querySelectorAll('input[aria-label=\"Experiment\"]'))"
+                    ".find(e => e.offsetParent) || {}).value")
+# Text of the visible tab's tables (a Gradio dataframe's rows live in its .table-wrap).
+TABLE_TEXT = ("Array.from(document.querySelectorAll('.table-wrap')).filter(e => e.offsetParent)"
+              ".map(e => e.innerText).join('\\n')")
+LONG_DECIMAL = re.compile(r"\d\.\d{5,}")  # a number printed with more than 4 decimals
+
+
+def visible_traces(page) -> int:
+    """Plotly line traces drawn in the visible tab."""
+    return page.evaluate(PLOT_TRACES)
+
+
+def wait_for_traces(page, at_least: int, timeout_ms: int = 60_000) -> None:
+    page.wait_for_function(f"({PLOT_TRACES}) >= {at_least}", timeout=timeout_ms)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def wait_for_runs(root: Path, experiment: str, names: list[str], state: str, timeout_s: float = 180) -> None:
+    """Block until every run of `names` has reached `state` on disk."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if all(Run.at(root, experiment, n).read_status().get("state") == state for n in names):
+            return
+        time.sleep(0.5)
+    states = {n: Run.at(root, experiment, n).read_status().get("state") for n in names}
+    raise TimeoutError(f"runs did not reach {state}: {states}")
+
+
+def visible_text(page, selector: str) -> str:
+    return " ".join(e.inner_text() for e in page.locator(selector).all() if e.is_visible())
+
+
+def walk(page, url: str, root: Path, shots: Path, steps: int = 30) -> dict:
+    """The journey of issue #18; returns what each step showed, screenshots in `shots`."""
+    seen = {}
+    page.goto(url)
+    wait_for_traces(page, 6)  # the demo's two variants: upper, lower and mean each
+    seen["overview_text"] = visible_text(page, ".prose")
+    page.wait_for_function(f"({TABLE_TEXT}).includes('dual')", timeout=30_000)
+    seen["overview_table"] = page.evaluate(TABLE_TEXT)
+    page.screenshot(path=str(shots / "tab-overview.png"), full_page=True)
+
+    open_tab(page, "Launch")
+    page.get_by_role("textbox", name="Experiment", exact=True).fill(EXPERIMENT)
+    page.get_by_label("Seeds (e.g. 0 1 2 or 0-2)").fill("0")
+    steps_box = page.get_by_label("Steps", exact=True)
+    steps_box.fill(str(steps))
+    steps_box.press("Tab")
+    page.wait_for_function("document.body.innerText.includes('Estimated wall time')", timeout=90_000)
+    seen["estimate"] = page.locator("text=Estimated wall time").first.inner_text()
+    page.screenshot(path=str(shots / "tab-launch.png"), full_page=True)
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_function("document.body.innerText.includes('queued 2 run(s)')", timeout=30_000)
+
+    open_tab(page, "Curves")
+    page.wait_for_function(f"({SHOWN_EXPERIMENT}) === '{EXPERIMENT}'", timeout=30_000)
+    seen["curves_experiment"] = page.evaluate(SHOWN_EXPERIMENT)
+    wait_for_traces(page, 3, timeout_ms=120_000)  # the first variant's band is live
+    seen["curves_live_traces"] = visible_traces(page)
+    page.screenshot(path=str(shots / "curves-live.png"), full_page=True)
+    wait_for_runs(root, EXPERIMENT, ["swiglu-s0", "dual-s0"], "completed")
+    wait_for_traces(page, 6)
+    page.wait_for_timeout(2500)  # one more live tick draws the final points
+    seen["curves_final_traces"] = visible_traces(page)
+    page.screenshot(path=str(shots / "tab-curves.png"), full_page=True)
+
+    open_tab(page, "Results")  # the launched grid's rows: one seed each (the demo has more)
+    page.wait_for_function(f"/swiglu\\s+1\\s/.test({TABLE_TEXT}) && /dual\\s+1\\s/.test({TABLE_TEXT})",
+                           timeout=30_000)
+    seen["results_table"] = page.evaluate(TABLE_TEXT)
+    page.screenshot(path=str(shots / "tab-results.png"), full_page=True)
+
+    open_tab(page, "Diagnostics")
+    wait_for_traces(page, 3)
+    page.screenshot(path=str(shots / "tab-diagnostics.png"), full_page=True)
+
+    open_tab(page, "Inspect")
+    page.wait_for_function(f"document.body.innerText.includes('{EXPERIMENT}/') && "
+                           "document.querySelectorAll('.score-token').length >= 8", timeout=60_000)
+    tokens = page.locator(".score-token")
+    seen["inspect_colours"] = {tokens.nth(i).evaluate("e => getComputedStyle(e).backgroundColor")
+                               for i in range(8)}
+    seen["inspect_text"] = visible_text(page, ".prose")
+    page.screenshot(path=str(shots / "tab-inspect.png"), full_page=True)
+    return seen
+
+
+def fail_a_run(page, root: Path, shots: Path) -> dict:
+    """Launch one dual run that diverges; return the table and toast texts it leaves."""
+    open_tab(page, "Launch")
+    page.get_by_role("textbox", name="Experiment", exact=True).fill(f"{EXPERIMENT}-diverge")
+    page.get_by_label("SwiGLU", exact=True).uncheck()
+    page.get_by_label("Peak lr (0 = preset's)").fill("1000000")
+    page.get_by_label("Overrides (key=value, one per line)").fill("grad_clip=0\nwarmup_steps=0")
+    page.get_by_label("Steps", exact=True).fill("20")
+    page.get_by_label("Steps", exact=True).press("Tab")
+    page.wait_for_function("!document.body.innerText.includes('Cannot launch')", timeout=10_000)
+    page.get_by_role("button", name="Launch", exact=True).click()
+    wait_for_runs(root, f"{EXPERIMENT}-diverge", ["dual-s0"], "failed", timeout_s=120)
+    page.wait_for_function("document.body.innerText.includes('TrainingDiverged')", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('.toast-body').length >= 1", timeout=30_000)
+    page.screenshot(path=str(shots / "failed-run.png"), full_page=True)
+    toasts = [t.inner_text() for t in page.locator(".toast-body").all()]
+    page.wait_for_timeout(4500)  # two more ticks of the live table: no second toast
+    return {"toasts": toasts, "toasts_later": [t.inner_text() for t in page.locator(".toast-body").all()],
+            "table": page.evaluate(TABLE_TEXT)}

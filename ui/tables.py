@@ -1,0 +1,71 @@
+"""Tables as the app shows them: numbers rounded for reading, full precision kept elsewhere.
+
+Losses to 4 decimals, p-values to 3 significant digits, memory to 2 decimals, durations as
+"3 min 20 s". The CSV download and the API return the unrounded numbers.
+"""
+
+import math
+
+import pandas as pd
+
+RUN_COLUMNS = ["run", "variant", "seed", "state", "step", "steps", "progress", "eta", "train_loss",
+               "val_loss", "error"]
+
+
+def significant(value, digits: int = 3):
+    """`value` rounded to `digits` significant digits (None, NaN and inf pass through)."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def duration(seconds) -> str:
+    """'45 s', '3 min 20 s', '2 h 05 min'; '' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def runs_table(rows: list[dict]) -> pd.DataFrame:
+    """The Launch tab's live table of runs."""
+    frame = pd.DataFrame(rows, columns=[c if c != "eta" else "eta_s" for c in RUN_COLUMNS])
+    frame = frame.rename(columns={"eta_s": "eta"})
+    frame["eta"] = [duration(v) for v in frame["eta"]]
+    frame["progress"] = [f"{100 * v:.0f}%" if v is not None else "" for v in frame["progress"]]
+    for column in ("train_loss", "val_loss"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").round(4)
+    return frame
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """Table 1 of the Results and Overview tabs."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    shown = frame[["variant", "seeds", "val_loss", "delta_vs_baseline", "p_value", "peak_mem_gb", "tok_s",
+                   "params"]].copy()
+    shown["delta_vs_baseline"] = pd.to_numeric(shown["delta_vs_baseline"], errors="coerce").round(4)
+    shown["p_value"] = [significant(v) for v in pd.to_numeric(shown["p_value"], errors="coerce")]
+    shown["peak_mem_gb"] = pd.to_numeric(shown["peak_mem_gb"], errors="coerce").round(2)
+    shown["tok_s"] = pd.to_numeric(shown["tok_s"], errors="coerce").round(0)
+    return shown.rename(columns={"val_loss": "val loss (mean ± std)", "delta_vs_baseline": "delta",
+                                 "p_value": "p (Welch)", "peak_mem_gb": "peak mem GB"})
+
+
+def estimate_text(estimate: dict) -> str:
+    """The Launch tab's line on how long the grid will take here."""
+    if estimate["errors"]:
+        return "**Cannot estimate the wall time:** " + "; ".join(estimate["errors"])
+    if estimate["seconds"] is None:
+        return (f"*Estimating the wall time on this machine: timing a few steps of "
+                f"{estimate['pending']} run shape(s)...*")
+    per_step = ", ".join(f"{label} {seconds:.3g} s" for label, seconds in estimate["step_s"].items())
+    at_once = "one at a time" if estimate["concurrent"] == 1 else f"{estimate['concurrent']} at a time"
+    return (f"**Estimated wall time on this machine: {duration(estimate['seconds'])}** for "
+            f"{estimate['runs']} run(s), {at_once} (measured step: {per_step}; first tokenization of "
+            "a new corpus not included)")
