@@ -392,12 +392,18 @@ def _layer_params(dual: list[dict]) -> dict[str, list[float]]:
 
 # API -----------------------------------------------------------------------------------------------
 def register_api(explorer: Explorer) -> None:
-    """Stable JSON endpoints for gradio_client: /launch /status /cancel /curves /results /inspect."""
+    """Stable JSON endpoints for gradio_client: /launch /estimate /status /cancel /curves /results
+    /inspect (numbers at full precision)."""
 
     def launch(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
                lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:
         return explorer.launch(experiment, preset, variants, seeds, steps or None, lr or None, data,
                                overrides or [])
+
+    def estimate(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
+                 lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:
+        return explorer.estimate(experiment, preset, variants, seeds, steps or None, lr or None, data,
+                                 overrides or [])
 
     def status(experiment: str = "") -> list[dict]:
         return explorer.status(experiment or None)
@@ -414,7 +420,7 @@ def register_api(explorer: Explorer) -> None:
     def inspect(runs: list[str], text: str) -> list[dict]:
         return explorer.inspect(runs, text)
 
-    for fn in (launch, status, cancel, curves, results, inspect):
+    for fn in (launch, estimate, status, cancel, curves, results, inspect):
         gr.api(friendly(fn), api_name=fn.__name__)
 
 

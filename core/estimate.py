@@ -23,6 +23,7 @@ from core.data import cache_dir
 from core.fsutil import atomic_write_bytes
 
 TIMED_STEPS = 3
+CALIBRATION_TIMEOUT_S = 120.0
 # Fields that change what a run does but not what one step costs.
 _FREE = {"train": {"seed", "steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2",
                    "grad_clip", "eval_every", "log_every", "checkpoint_every"}}
@@ -81,12 +82,16 @@ class StepTimes:
         self._errors: dict[str, str] = {}
         self._worker: threading.Thread | None = None
 
-    def get(self, config: RunConfig) -> StepTime | None:
-        """The cached timing of `config`'s shape, or None (then a measurement is queued)."""
+    def get(self, config: RunConfig, measure_now: bool = True) -> StepTime | None:
+        """The cached timing of `config`'s shape, or None (then a measurement is queued, unless
+        `measure_now` is False: a calibration beside running jobs would slow them and, on a
+        GPU, could take the memory they sized themselves to)."""
         key = cost_key(config)
         entry = self._read().get(key)
         if entry is not None:
             return StepTime(**entry)
+        if not measure_now:
+            return None
         with self._lock:
             if key not in self._errors and all(k != key for k, _ in self._pending):
                 self._pending.append((key, config))
@@ -121,11 +126,15 @@ class StepTimes:
                 self._pending.pop(0)
 
 
-def measure(config: RunConfig, timeout: float = 600) -> StepTime:
-    """Run one calibration subprocess for `config` and parse its JSON line."""
+def measure(config: RunConfig, timeout: float = CALIBRATION_TIMEOUT_S) -> StepTime:
+    """Run one calibration subprocess for `config` and parse its JSON line; ValueError when it
+    fails or takes longer than `timeout` (a step too slow to time here: `paper` on a CPU)."""
     started = time.perf_counter()
-    result = subprocess.run(calibration_command(config), cwd=_REPO, capture_output=True, text=True,
-                            timeout=timeout)
+    try:
+        result = subprocess.run(calibration_command(config), cwd=_REPO, capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"timing its steps took over {timeout:.0f} s on this machine") from None
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise ValueError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else

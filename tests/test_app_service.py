@@ -1,6 +1,7 @@
 """Unit tests of the app's callbacks (ui/service.py, ui/figures.py) on synthetic runs."""
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,22 @@ def test_diagnostics_bands_per_variant_and_layer(tmp_path):
             ex.diagnostics("diag", "routing/nothing")
     finally:
         ex.close()
+
+
+def test_estimate_of_a_grid_sums_its_runs_over_the_concurrent_slots(explorer, monkeypatch):
+    import core.estimate as estimate
+
+    monkeypatch.setattr(estimate, "measure", lambda config: estimate.StepTime(0.1, 1.0, 2.0, 16, "cpu"))
+    explorer.step_times = estimate.StepTimes(explorer.root / ".step-times.json")
+    grid = ("est", "micro", ["swiglu", "dual"], "0 1", 20)
+    first = explorer.estimate(*grid)
+    assert first["pending"] == 4 and first["seconds"] is None and first["runs"] == 4
+    deadline = time.time() + 10
+    while explorer.estimate(*grid)["seconds"] is None and time.time() < deadline:
+        time.sleep(0.05)
+    result = explorer.estimate(*grid)
+    per_run = 2.0 + 20 * 0.1 + (1 + 3) * 1.0  # start-up, steps, one eval at step 20 plus knock-out
+    assert result["seconds"] == pytest.approx(4 * per_run / explorer.jobs.max_concurrent)
+    assert result["step_s"] == {"swiglu": 0.1, "dual": 0.1}
+    with pytest.raises(ValueError, match="seed"):
+        explorer.estimate("est", "micro", ["swiglu"], "", 20)

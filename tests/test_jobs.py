@@ -9,7 +9,7 @@ import pytest
 
 from core import jobs
 from core.config import preset
-from core.jobs import ORPHANED, JobManager
+from core.jobs import ORPHANED, JobManager, eta_seconds
 from core.runs import Run
 from core.train import run_record
 
@@ -225,3 +225,15 @@ def test_each_gpu_job_gets_its_own_device(tmp_path, monkeypatch):
     assert started == ["3", "5"] and len(manager.queue()) == 2
     assert [Run.at(tmp_path, "g", n).read_status()["gpu"] for n in ("swiglu-s0", "swiglu-s1")] == [0, 1]
     manager.shutdown()
+
+
+@pytest.mark.parametrize("status, state, step, steps, expected", [
+    ({"started": 100.0, "start_step": 0}, "running", 10, 40, 30 * 2.0),  # 20 s for 10 steps
+    ({"started": 100.0, "start_step": 20}, "running", 30, 40, 10 * 2.0),  # resumed at 20
+    ({"started": 100.0}, "running", 0, 40, None),  # no step done yet
+    ({"started": 100.0}, "completed", 40, 40, None),
+    ({}, "queued", 0, 40, None),
+])
+def test_eta_follows_the_pace_since_the_last_start(status, state, step, steps, expected, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 120.0)
+    assert eta_seconds(status, state, step, steps) == expected

@@ -238,12 +238,14 @@ class Explorer:
         """Expected wall time of the grid on this machine, from step times measured once per run
         shape (in the background: `pending` counts runs whose shape is still being timed).
 
-        Keys: runs, concurrent, pending, seconds (None while pending), step_s per variant, errors.
-        Tokenizing a corpus for the first time is not included."""
+        Keys: runs, concurrent, pending, seconds (None while pending), step_s per variant, errors,
+        waiting (True when timing waits for the running jobs to finish). Tokenizing a corpus for
+        the first time is not included."""
         cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
         total, pending, step_s, errors = 0.0, 0, {}, []
+        idle = not self.jobs.active()
         for cell in cells:
-            timing = self.step_times.get(cell.config)
+            timing = self.step_times.get(cell.config, measure_now=idle)
             error = self.step_times.error(cell.config)
             if error:
                 errors.append(f"{cell.label}: {error}")
@@ -255,7 +257,8 @@ class Explorer:
         concurrent = max(1, min(self.jobs.max_concurrent, len(cells)))
         seconds = None if pending else total / concurrent
         return _clean({"runs": len(cells), "concurrent": concurrent, "pending": pending, "seconds": seconds,
-                       "step_s": step_s, "errors": sorted(set(errors))})
+                       "step_s": step_s, "errors": sorted(set(errors)),
+                       "waiting": bool(pending) and not idle})
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
                lr: float | None = None, data: str | None = None, overrides=None) -> dict:

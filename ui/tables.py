@@ -61,6 +61,9 @@ def estimate_text(estimate: dict) -> str:
     """The Launch tab's line on how long the grid will take here."""
     if estimate["errors"]:
         return "**Cannot estimate the wall time:** " + "; ".join(estimate["errors"])
+    if estimate["seconds"] is None and estimate.get("waiting"):
+        return ("*The wall time will be estimated once the running runs finish (timing steps beside "
+                "them would slow them down).*")
     if estimate["seconds"] is None:
         return (f"*Estimating the wall time on this machine: timing a few steps of "
                 f"{estimate['pending']} run shape(s)...*")

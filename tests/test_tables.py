@@ -1,0 +1,48 @@
+"""The app's tables: rounded for reading (the API and CSV keep full precision)."""
+
+import math
+
+import pytest
+
+from ui.tables import duration, estimate_text, results_table, runs_table, significant
+
+
+@pytest.mark.parametrize("value, expected", [(0.0123456, 0.0123), (0.82749, 0.827), (1.23456e-5, 1.23e-5),
+                                             (123.456, 123.0), (0.0, 0.0), (None, None)])
+def test_significant_digits(value, expected):
+    assert significant(value) == expected
+
+
+def test_significant_passes_nan_through():
+    assert math.isnan(significant(float("nan")))
+
+
+@pytest.mark.parametrize("seconds, text", [(None, ""), (4.4, "4 s"), (59.6, "1 min 00 s"),
+                                           (200, "3 min 20 s"), (7500, "2 h 05 min")])
+def test_durations(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_runs_table_rounds_losses_and_shows_eta():
+    rows = [{"run": "dual-s0", "variant": "dual", "seed": 0, "state": "running", "step": 10, "steps": 40,
+             "progress": 0.25, "eta_s": 95.2, "train_loss": 6.3265370843801065, "val_loss": None,
+             "error": None}]
+    frame = runs_table(rows)
+    assert list(frame.columns)[7] == "eta" and frame["eta"][0] == "1 min 35 s"
+    assert frame["train_loss"][0] == 6.3265 and frame["progress"][0] == "25%"
+
+
+def test_results_table_rounds_for_reading():
+    rows = [{"variant": "dual", "seeds": 3, "val_loss": "5.647 ± 0.062", "delta_vs_baseline": -0.009234567,
+             "p_value": 0.82749123, "peak_mem_gb": 1.30456, "tok_s": 8202.4, "params": 2034836}]
+    shown = results_table(rows).iloc[0]
+    shown_numbers = (shown["delta"], shown["p (Welch)"], shown["peak mem GB"], shown["tok_s"])
+    assert shown_numbers == (-0.0092, 0.827, 1.3, 8202)
+
+
+def test_estimate_text_says_when_it_is_still_measuring():
+    pending = {"runs": 2, "concurrent": 1, "pending": 2, "seconds": None, "step_s": {}, "errors": []}
+    assert "Estimating" in estimate_text(pending)
+    done = {**pending, "pending": 0, "seconds": 130.0, "step_s": {"swiglu": 0.0425, "dual": 0.0494}}
+    assert "Estimated wall time on this machine: 2 min 10 s" in estimate_text(done)
+    assert "Cannot estimate" in estimate_text({**pending, "errors": ["dual: no CUDA"]})
