@@ -65,6 +65,8 @@ def walk(page, url: str, root: Path, shots: Path, steps: int = 30) -> dict:
     open_tab(page, "Launch")
     page.get_by_role("textbox", name="Experiment", exact=True).fill(EXPERIMENT)
     page.get_by_label("Seeds (e.g. 0 1 2 or 0-2)").fill("0")
+    # evaluate every 10 steps: the micro preset's 50 would give one point at the end
+    page.get_by_label("Overrides (key=value, one per line)").fill("eval_every=10\nlog_every=5")
     steps_box = page.get_by_label("Steps", exact=True)
     steps_box.fill(str(steps))
     steps_box.press("Tab")
