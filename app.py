@@ -13,7 +13,7 @@ import pandas as pd
 
 from core.config import FFN_SHARES, FFN_THRESHOLDS, PRESETS, preset
 from core.hub import pull_at_start
-from core.stats import Band
+from core.stats import TABLE1_NOTE, Band
 from ui.figures import curves_figure, layer_heatmap, layer_params_figure, token_loss_figure
 from ui.service import Explorer, Limits, dual_label
 from ui.settings import app_settings
@@ -254,8 +254,9 @@ def diagnostics_tab(explorer: Explorer, default_experiment: str | None, followed
 # Results tab ---------------------------------------------------------------------------------------
 def results_tab(explorer: Explorer, default_experiment: str | None, followed: gr.State) -> dict:
     with gr.Tab("Results") as tab:
-        gr.Markdown("Final val loss per variant (mean ± sample std over seeds), Welch t-test "
-                    "against the baseline, peak memory, throughput and parameters: the report's Table 1.")
+        gr.Markdown("Final val loss per variant (mean ± sample std over seeds) against the "
+                    "baseline, peak memory, throughput and parameters: the report's Table 1. "
+                    + TABLE1_NOTE)
         with gr.Row():
             experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
             baseline = gr.Dropdown(["swiglu"], value="swiglu", label="Baseline", allow_custom_value=True)

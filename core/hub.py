@@ -42,7 +42,7 @@ from core.runs import (
     staged_experiment,
     validate_name,
 )
-from core.stats import format_table, table1
+from core.stats import TABLE1_CELLS, TABLE1_NOTE, table1, table1_cells
 from core.sweep import grid
 
 logger = logging.getLogger(__name__)
@@ -333,17 +333,11 @@ def pull_at_start(runs_dir: str | Path | None = None, env: dict | None = None) -
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A Table 1 frame as a markdown table, with the cells exactly as ``format_table`` writes them."""
-    header, rule, *body = format_table(df).splitlines()
-    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]  # the columns of the text table
-
-    def cells(line: str) -> list[str]:
-        return [line[a:b].strip().replace("|", "\\|") for a, b in spans]
-
-    heads = cells(header)
+    """A Table 1 frame as a markdown table, with the cells every Table 1 shows (core.stats)."""
+    heads = list(TABLE1_CELLS)
     align = [":--" if h in ("variant", "val loss") else "--:" for h in heads]
-    rows = [heads, align, *(cells(line) for line in body)]
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    body = [[cell.replace("|", "\\|") for cell in row.values()] for row in table1_cells(df)]
+    return "\n".join("| " + " | ".join(row) + " |" for row in [heads, align, *body])
 
 
 def _distinct(values: Iterable, fmt: Callable = str) -> str:
@@ -485,8 +479,8 @@ def dataset_card(experiment: str, repo: str, records: list[dict], with_optimizer
     return "\n".join([
         *front, "", f"# FFN explorer experiment `{experiment}`", "", intro, "",
         "## Results (Table 1)", "",
-        "Final validation loss per variant (mean ± sample std over seeds), difference and Welch "
-        "t-test against the baseline, peak memory, throughput and parameters.", "",
+        "Final validation loss per variant (mean ± sample std over seeds) against the baseline, "
+        "peak memory, throughput and parameters. " + TABLE1_NOTE, "",
         markdown_table(table), "",
         "## Setup", "", *_setup_lines(records), "",
         "## Runs", "", *_run_rows(records), "",

@@ -23,7 +23,7 @@ import core.diagnostics
 from core.config import ModelConfig
 from core.ffn import ffn_hidden_size
 from core.runs import experiment_records, runs_root, validate_name
-from core.stats import Band, seed_band, table1
+from core.stats import TABLE1_CELLS, TABLE1_NOTE, Band, seed_band, table1, table1_cells
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
@@ -50,11 +50,6 @@ def _num(value, fmt: str) -> str:
     except (TypeError, ValueError):
         return "-"
     return format(value, fmt) if math.isfinite(value) else "-"
-
-
-def _p_value(value) -> str:
-    text = _num(value, ".3f")
-    return _num(value, ".1e") if text != "-" and float(value) < 1e-3 else text
 
 
 def html_table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
@@ -149,14 +144,11 @@ def setup_html(records: list[dict]) -> str:
 
 
 def table1_html(records: list[dict], baseline: str | None = None) -> str:
-    """The Table 1 analogue (core.stats.table1) as HTML."""
-    df = table1(records, baseline)
-    rows = [[r["variant"], str(int(r["seeds"])), r["val_loss"], _num(r["delta_vs_baseline"], "+.4f"),
-             _p_value(r["p_value"]), _num(r["peak_mem_gb"], ".2f"), _num(r["tok_s"], ",.0f"),
-             _num(r["params"], ",.0f")] for _, r in df.iterrows()]
-    headers = ["variant", "seeds", "val loss (mean ± std)", "Δ vs baseline", "p (Welch)",
-               "peak mem GB", "tok/s", "params"]
-    return html_table(headers, rows, numeric={1, 3, 4, 5, 6, 7})
+    """The Table 1 analogue (core.stats.table1) as HTML, cells as every Table 1 writes them."""
+    cells = table1_cells(table1(records, baseline))
+    headers = list(TABLE1_CELLS)
+    numeric = {i for i, h in enumerate(headers) if h not in ("variant", "val loss")}
+    return html_table(headers, [list(row.values()) for row in cells], numeric=numeric)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -287,8 +279,8 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
     groups = {variant: [r["metrics"] for r in runs] for variant, runs in by_variant(records).items()}
     parts = ["<h2>Setup</h2>", setup_html(records),
              "<h2>Table 1: final validation loss</h2>", table1_html(records, baseline),
-             "<p class=note>Mean ± sample std over seeds of each run's last val loss; Δ and Welch's "
-             "t-test against the baseline (first row). Runs not completed are left out.</p>",
+             f"<p class=note>Mean ± sample std over seeds of each run's last val loss, against the "
+             f"baseline (first row). {html.escape(TABLE1_NOTE)} Runs not completed are left out.</p>",
              "<h2>Figure 1: validation loss</h2>",
              _figure_html("val/loss (mean ± std over seeds)", band_figure(groups, "val/loss")),
              _figure_html("train/loss (mean ± std over seeds)", band_figure(groups, "train/loss"))]

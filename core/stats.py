@@ -5,8 +5,8 @@ Everything here works on plain Python data (the parsed lines of ``metrics.jsonl`
 implementation. Non-finite values (a diverged run's NaN loss) never raise: they are carried
 through per-run series and left out of every mean, spread and test.
 
-The Student-t distribution is computed here (regularized incomplete beta by a continued
-fraction) rather than taken from scipy, which is not a dependency of the project.
+The statistics of a variant against its baseline (tests, intervals, power) come from
+:func:`core.significance.compare`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.significance import compare
+
 X_KEYS = ("step", "tokens", "elapsed_s")
 DEFAULT_BASELINE = "swiglu"
+COMPARISON_COLUMNS = ["ci_low", "ci_high", "boot_low", "boot_high", "p_paired", "paired_seeds", "mde",
+                      "seeds_needed"]
 TABLE1_COLUMNS = [
     "variant", "seeds", "val_loss_mean", "val_loss_std", "val_loss", "delta_vs_baseline",
-    "p_value", "peak_mem_gb", "tok_s", "params",
+    "p_value", *COMPARISON_COLUMNS, "peak_mem_gb", "tok_s", "params",
 ]
 # Statuses after which a run's last logged values are its final ones.
 _FINISHED = {"completed"}
-# Above this many degrees of freedom Student's t is computed from the normal (see student_t_sf).
-_NORMAL_DF = 1e6
 
 
 # ---------------------------------------------------------------------------- series
@@ -197,110 +199,9 @@ def variant_bands(
     return {variant: seed_band(runs, key, x, smoothing) for variant, runs in groups.items()}
 
 
-# ---------------------------------------------------------------------------- Student t / Welch
-
-
-def _beta_cf(a: float, b: float, x: float, max_iter: int = 100_000, eps: float = 1e-15) -> float:
-    """Continued fraction K = 1 + d1/(1 + d2/(1 + ...)) of I_x(a, b), by modified Lentz.
-
-    Converges fast for x < (a+1)/(a+b+2); iterations grow like sqrt(max(a, b)), hence the
-    generous cap for huge degrees of freedom.
-    """
-    tiny = 1e-300
-    f, c, d = 1.0, 1.0, 0.0
-    for j in range(1, max_iter + 1):
-        m = j // 2
-        if j % 2:  # odd terms d_{2m+1}
-            coef = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        else:
-            coef = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + coef * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + coef / c
-        c = c if abs(c) > tiny else tiny
-        delta = c * d
-        f *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return f
-
-
-def _betainc(a: float, b: float, x: float, xc: float) -> float:
-    """Regularized incomplete beta I_x(a, b); ``xc`` = 1 - x, passed in to keep its precision."""
-    if x <= 0.0:
-        return 0.0
-    if xc <= 0.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges slowly here: use I_x(a,b) = 1 - I_xc(b,a)
-        return 1.0 - _betainc(b, a, xc, x)
-    # log of whichever of x, 1 - x is the small one is exact; the other goes through log1p.
-    log_x = math.log(x) if x < 0.5 else math.log1p(-xc)
-    log_xc = math.log(xc) if xc < 0.5 else math.log1p(-x)
-    log_front = a * log_x + b * log_xc - _log_beta(a, b)
-    return math.exp(log_front) / (a * _beta_cf(a, b, x))
-
-
-def _log_beta(a: float, b: float) -> float:
-    """ln B(a, b) = lnG(a) + lnG(b) - lnG(a+b), without cancellation when one argument is huge."""
-    big, small = max(a, b), min(a, b)
-    if big < 1e4:
-        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-    # lnG(big+small) - lnG(big) by Stirling's series: differencing two lgamma values of size
-    # ~big*ln(big) would lose most digits for the df ~ 1e6+ of near-normal t-tests.
-    z = big + small
-    ratio = (big - 0.5) * math.log1p(small / big) + small * math.log(z) - small
-    ratio += (1 / z - 1 / big) / 12 - ((1 / z) ** 3 - (1 / big) ** 3) / 360
-    return math.lgamma(small) - ratio
-
-
-def student_t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with ``df`` degrees of freedom (``df`` may be ``inf``).
-
-    Uses P(T > t) = I_{df/(df+t^2)}(df/2, 1/2) / 2 for t >= 0 and symmetry for t < 0; beyond
-    1e6 degrees of freedom, the normal plus its 1/df and 1/df^2 corrections.
-    NaN for NaN inputs or df <= 0.
-    """
-    if math.isnan(t) or math.isnan(df) or df <= 0:
-        return math.nan
-    if t < 0:
-        return 1.0 - student_t_sf(-t, df)
-    if math.isinf(t):
-        return 0.0
-    if df > _NORMAL_DF:
-        # Expansion around the normal, good to O(1/df^3): here the continued fraction needs
-        # ~sqrt(df) iterations and loses ~df * 1e-16 relative precision to the rounding of x.
-        density = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
-        terms = (t**3 + t) / (4.0 * df) + (3 * t**7 - 7 * t**5 - 5 * t**3 - 3 * t) / (96.0 * df * df)
-        return 0.5 * math.erfc(t / math.sqrt(2.0)) + density * terms
-    t2 = t * t
-    return 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))
-
-
 def _finite(values: Sequence[float]) -> np.ndarray:
     arr = np.asarray([_as_float(v) for v in values], dtype=float)
     return arr[np.isfinite(arr)]
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Welch's unequal-variance t-test: ``(t, two-sided p)`` with Welch–Satterthwaite df.
-
-    t = (mean(a) - mean(b)) / sqrt(var_a/n_a + var_b/n_b) with sample variances (ddof=1).
-    Non-finite values are dropped first. ``(nan, nan)`` when either side has fewer than 2
-    values. When both sides have zero variance the test degenerates; we take its limit:
-    equal means give ``(0.0, 1.0)`` (no evidence of a difference), different means give
-    ``(±inf, 0.0)`` (perfectly separated samples).
-    """
-    xa, xb = _finite(a), _finite(b)
-    if len(xa) < 2 or len(xb) < 2:
-        return math.nan, math.nan
-    diff = float(xa.mean() - xb.mean())
-    sa, sb = xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)
-    se2 = float(sa + sb)
-    if se2 == 0.0:
-        return (0.0, 1.0) if diff == 0.0 else (math.copysign(math.inf, diff), 0.0)
-    t = diff / math.sqrt(se2)
-    df = se2**2 / (sa**2 / (len(xa) - 1) + sb**2 / (len(xb) - 1))
-    return t, min(1.0, 2.0 * student_t_sf(abs(t), float(df)))
 
 
 # ---------------------------------------------------------------------------- Table 1
@@ -331,7 +232,7 @@ def _run_numbers(run: dict) -> dict:
         tok_s = _finite_reduce(metric_series(metrics, "throughput/tok_s")[1], np.mean)
     params = _summary_float(summary, "params_total")
     params_int = int(params) if math.isfinite(params) else None
-    return {"loss": loss, "mem": mem, "tok_s": tok_s, "params": params_int}
+    return {"loss": loss, "mem": mem, "tok_s": tok_s, "params": params_int, "seed": run.get("seed")}
 
 
 def _finite_reduce(values: np.ndarray, fn) -> float:
@@ -366,20 +267,25 @@ def _format_loss(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
-def _variant_row(variant: str, numbers: list[dict], base_losses: np.ndarray | None) -> dict:
+def _losses_by_seed(numbers: list[dict]) -> dict:
+    """{seed: final loss} (runs without a seed keyed by their position)."""
+    return {n["seed"] if n["seed"] is not None else f"#{i}": n["loss"] for i, n in enumerate(numbers)}
+
+
+def _variant_row(variant: str, numbers: list[dict], base: list[dict] | None) -> dict:
     losses = _finite([n["loss"] for n in numbers])
     params = next((n["params"] for n in numbers if n["params"] is not None), None)
-    mean = float(losses.mean()) if len(losses) else math.nan
-    base_mean = float(base_losses.mean()) if base_losses is not None and len(base_losses) else math.nan
-    p_value = math.nan if base_losses is None else welch_t_test(losses, base_losses)[1]
+    comparison = compare(_losses_by_seed(numbers), _losses_by_seed(base)) if base is not None else None
+    stats = comparison.to_dict() if comparison is not None else {}
     return {
         "variant": variant,
         "seeds": len(losses),
-        "val_loss_mean": mean,
+        "val_loss_mean": float(losses.mean()) if len(losses) else math.nan,
         "val_loss_std": float(losses.std(ddof=1)) if len(losses) >= 2 else math.nan,
         "val_loss": _format_loss(losses),
-        "delta_vs_baseline": mean - base_mean,
-        "p_value": p_value,
+        "delta_vs_baseline": stats.get("delta", 0.0 if len(losses) else math.nan),
+        "p_value": stats.get("p_welch", math.nan),
+        **{column: stats.get(column, math.nan) for column in COMPARISON_COLUMNS},
         "peak_mem_gb": _finite_reduce(_finite([n["mem"] for n in numbers]), np.mean),
         "tok_s": _finite_reduce(_finite([n["tok_s"] for n in numbers]), np.mean),
         "params": params,
@@ -394,18 +300,17 @@ def table1(runs: list[dict], baseline: str | None = None) -> pd.DataFrame:
     "completed" (still running, failed, cancelled) is left out of every column unless its summary
     already holds ``final_val_loss``: its last logged values are not final ones. Runs without a
     finite final val loss are left out of the loss columns; ``seeds`` counts those that have one.
-    ``p_value`` is Welch's test of the variant's final losses against the baseline's (NaN on the
-    baseline row). ``params`` is an int or None.
+    ``p_value`` is Welch's test of the variant's final losses against the baseline's and the
+    columns of COMPARISON_COLUMNS are the rest of :class:`core.significance.Comparison` (NaN on
+    the baseline row). ``params`` is an int or None.
     """
     order, baseline = _variant_order(runs, baseline)
     numbers: dict[str, list[dict]] = {v: [] for v in order}
     for run in runs:
         if _is_final(run):
             numbers[str(run["variant"])].append(_run_numbers(run))
-    base_losses = _finite([n["loss"] for n in numbers[baseline]]) if baseline is not None else None
-    rows = [_variant_row(v, numbers[v], None if v == baseline else base_losses) for v in order]
-    if baseline is not None:
-        rows[0]["delta_vs_baseline"] = rows[0]["val_loss_mean"] - rows[0]["val_loss_mean"]
+    base = numbers[baseline] if baseline is not None else None
+    rows = [_variant_row(v, numbers[v], None if v == baseline else base) for v in order]
     df = pd.DataFrame(rows, columns=TABLE1_COLUMNS)
     df["params"] = pd.Series([r["params"] for r in rows], dtype=object)  # keep ints, None when unknown
     return df
@@ -422,11 +327,30 @@ def _fmt_float(fmt: str):
     return fmt_value
 
 
-def _fmt_p(v) -> str:
+def format_p(v) -> str:
+    """A p-value to 3 significant digits ('-' when undefined)."""
     v = _as_float(v)
     if not math.isfinite(v):
         return "-"
-    return f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
+    return f"{v:.2e}" if v < 1e-3 else f"{v:.3g}"
+
+
+def format_interval(low, high) -> str:
+    """'[-0.0312, +0.0105]' ('-' when undefined)."""
+    low, high = _as_float(low), _as_float(high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "-"
+    return f"[{low:+.4f}, {high:+.4f}]"
+
+
+def format_seeds(v) -> str:
+    """Seeds needed: '12', or '>=100000' at the search's cap ('-' when undefined)."""
+    from core.significance import MAX_SEEDS
+
+    v = _as_float(v)
+    if not math.isfinite(v):
+        return "-"
+    return f">={MAX_SEEDS}" if v >= MAX_SEEDS else str(int(v))
 
 
 def _fmt_params(v) -> str:
@@ -434,29 +358,51 @@ def _fmt_params(v) -> str:
     return f"{int(v):,}" if math.isfinite(v) else "-"
 
 
-# column -> (header, formatter); text columns left-aligned, numbers right-aligned.
-_TEXT_COLUMNS = {
-    "variant": ("variant", str),
-    "seeds": ("seeds", lambda v: str(int(v))),
-    "val_loss": ("val loss", str),
-    "delta_vs_baseline": ("delta", _fmt_float("+.4f")),
-    "p_value": ("p (Welch)", _fmt_p),
-    "peak_mem_gb": ("peak mem GB", _fmt_float(".2f")),
-    "tok_s": ("tok/s", _fmt_float(",.0f")),
-    "params": ("params", _fmt_params),
+def _paired_p(row) -> str:
+    seeds = _as_float(row.get("paired_seeds"))
+    if not math.isfinite(seeds) or seeds < 2:
+        return "-"
+    return f"{format_p(row['p_paired'])} ({int(seeds)})"
+
+
+# header -> cell of a table1 row, as every table of Table 1 shows it (the CLI summary, the Hub
+# card, the HTML report and the app): text columns left-aligned, numbers right-aligned.
+TABLE1_CELLS = {
+    "variant": lambda r: str(r["variant"]),
+    "seeds": lambda r: str(int(r["seeds"])),
+    "val loss": lambda r: str(r["val_loss"]),
+    "delta": lambda r: _fmt_float("+.4f")(r["delta_vs_baseline"]),
+    "95% CI (Welch)": lambda r: format_interval(r["ci_low"], r["ci_high"]),
+    "95% CI (bootstrap)": lambda r: format_interval(r["boot_low"], r["boot_high"]),
+    "p (Welch)": lambda r: format_p(r["p_value"]),
+    "p (paired by seed)": _paired_p,
+    "MDE (80%)": lambda r: _fmt_float(".4f")(r["mde"]),
+    "seeds for 80%": lambda r: format_seeds(r["seeds_needed"]),
+    "peak mem GB": lambda r: _fmt_float(".2f")(r["peak_mem_gb"]),
+    "tok/s": lambda r: _fmt_float(",.0f")(r["tok_s"]),
+    "params": lambda r: _fmt_params(r["params"]),
 }
+TABLE1_NOTE = ("delta = variant - baseline of the mean final val loss over seeds; 95% intervals "
+               "of delta (Welch, and a percentile bootstrap over seeds); p (paired by seed) pairs "
+               "the seeds both ran, which share their data order (count in brackets); MDE = the "
+               "smallest delta 80% power detects at this spread and seed count; seeds for 80% = "
+               "seeds per variant to detect the observed delta with 80% power.")
+
+
+def table1_cells(df: pd.DataFrame) -> list[dict[str, str]]:
+    """The cells of a ``table1`` frame as text, one dict per row keyed by TABLE1_CELLS' headers."""
+    return [{header: cell(row) for header, cell in TABLE1_CELLS.items()} for _, row in df.iterrows()]
 
 
 def format_table(df: pd.DataFrame) -> str:
     """Plain-text, fixed-width rendering of a ``table1`` frame for the CLI."""
-    columns = [c for c in _TEXT_COLUMNS if c in df.columns]
-    header = [_TEXT_COLUMNS[c][0] for c in columns]
-    body = [[_TEXT_COLUMNS[c][1](row[c]) for c in columns] for _, row in df.iterrows()]
+    header = list(TABLE1_CELLS)
+    body = [list(cells.values()) for cells in table1_cells(df)]
     widths = [max(len(cell) for cell in col) for col in zip(header, *body)]
-    left = {"variant", "val_loss"}
+    left = {"variant", "val loss"}
 
     def render(cells: list[str]) -> str:
-        parts = [cell.ljust(w) if c in left else cell.rjust(w) for c, cell, w in zip(columns, cells, widths)]
+        parts = [cell.ljust(w) if c in left else cell.rjust(w) for c, cell, w in zip(header, cells, widths)]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -222,9 +222,12 @@ def test_card_front_matter_table_setup_and_reproduction(experiment):
     # Table 1 as markdown, baseline first
     results = body.split("## Results (Table 1)")[1].split("## Setup")[0]
     table = [line for line in results.splitlines() if line.startswith("| ")]
-    assert table[0] == "| variant | seeds | val loss | delta | p (Welch) | peak mem GB | tok/s | params |"
-    assert table[2].startswith("| swiglu | 2 | 5.090 ± 0.014 | +0.0000 | - | 0.50 | 1,000 | 1,234 |")
-    assert table[3].startswith("| dual | 2 | 5.080 ± 0.014 | -0.0100 |") and len(table) == 4
+    assert table[0] == ("| variant | seeds | val loss | delta | 95% CI (Welch) | 95% CI (bootstrap) "
+                        "| p (Welch) | p (paired by seed) | MDE (80%) | seeds for 80% | peak mem GB | tok/s "
+                        "| params |")
+    assert table[2] == ("| swiglu | 2 | 5.090 ± 0.014 | +0.0000 | - | - | - | - | - | - | 0.50 | 1,000 "
+                        "| 1,234 |")
+    assert table[3].startswith("| dual | 2 | 5.080 ± 0.014 | -0.0100 | [") and len(table) == 4
     for line in ("- Preset: `micro`", "- Variants: `swiglu`, `dual`", "- Seeds: 0, 1",
                  "- Steps per run: 20", "- Tokens per run: 40,960", "- Data: `builtin` (tokenizer `bpe`)",
                  "- Peak learning rate: 0.001"):
@@ -264,7 +267,7 @@ def test_markdown_table_keeps_format_table_cells(experiment):
     assert len(lines) == len(text) == 2 + len(frame)
     for plain, markdown in zip(text[2:], lines[2:]):
         cells = [c.strip() for c in markdown.strip("| ").split(" | ")]
-        assert len(cells) == 8 and " ".join(cells) == " ".join(plain.split())
+        assert len(cells) == 13 and " ".join(cells) == " ".join(plain.split())
 
 
 # ---------------------------------------------------------------------------- pull

@@ -1,20 +1,8 @@
 """The app's tables: rounded for reading (the API and CSV keep full precision)."""
 
-import math
-
 import pytest
 
-from ui.tables import duration, estimate_text, results_table, runs_table, significant
-
-
-@pytest.mark.parametrize("value, expected", [(0.0123456, 0.0123), (0.82749, 0.827), (1.23456e-5, 1.23e-5),
-                                             (123.456, 123.0), (0.0, 0.0), (None, None)])
-def test_significant_digits(value, expected):
-    assert significant(value) == expected
-
-
-def test_significant_passes_nan_through():
-    assert math.isnan(significant(float("nan")))
+from ui.tables import duration, estimate_text, results_table, runs_table
 
 
 @pytest.mark.parametrize("seconds, text", [(None, ""), (4.4, "4 s"), (59.6, "1 min 00 s"),
@@ -32,12 +20,16 @@ def test_runs_table_rounds_losses_and_shows_eta():
     assert frame["train_loss"][0] == 6.3265 and frame["progress"][0] == "25%"
 
 
-def test_results_table_rounds_for_reading():
+def test_results_table_shows_the_cells_every_table1_shows():
     rows = [{"variant": "dual", "seeds": 3, "val_loss": "5.647 ± 0.062", "delta_vs_baseline": -0.009234567,
-             "p_value": 0.82749123, "peak_mem_gb": 1.30456, "tok_s": 8202.4, "params": 2034836}]
+             "p_value": 0.82749123, "ci_low": -0.0912345, "ci_high": 0.07277, "boot_low": -0.05,
+             "boot_high": 0.03, "p_paired": 0.5123, "paired_seeds": 3, "mde": 0.2111111,
+             "seeds_needed": 180.0, "peak_mem_gb": 1.30456, "tok_s": 8202.4, "params": 2034836}]
     shown = results_table(rows).iloc[0]
-    shown_numbers = (shown["delta"], shown["p (Welch)"], shown["peak mem GB"], shown["tok_s"])
-    assert shown_numbers == (-0.0092, 0.827, 1.3, 8202)
+    assert (shown["delta"], shown["p (Welch)"], shown["peak mem GB"], shown["tok/s"]) == (
+        "-0.0092", "0.827", "1.30", "8,202")
+    assert shown["95% CI (Welch)"] == "[-0.0912, +0.0728]" and shown["p (paired by seed)"] == "0.512 (3)"
+    assert (shown["MDE (80%)"], shown["seeds for 80%"]) == ("0.2111", "180")
 
 
 def test_estimate_text_says_when_it_is_still_measuring():

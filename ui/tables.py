@@ -1,22 +1,18 @@
 """Tables as the app shows them: numbers rounded for reading, full precision kept elsewhere.
 
 Losses to 4 decimals, p-values to 3 significant digits, memory to 2 decimals, durations as
-"3 min 20 s". The CSV download and the API return the unrounded numbers.
+"3 min 20 s"; Table 1 cells as core.stats writes them for every Table 1. The CSV download and
+the API return the unrounded numbers.
 """
 
 import math
 
 import pandas as pd
 
+from core.stats import table1_cells
+
 RUN_COLUMNS = ["run", "variant", "seed", "state", "step", "steps", "progress", "eta", "train_loss",
                "val_loss", "error"]
-
-
-def significant(value, digits: int = 3):
-    """`value` rounded to `digits` significant digits (None, NaN and inf pass through)."""
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
-        return value
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
 def duration(seconds) -> str:
@@ -43,18 +39,11 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def results_table(rows: list[dict]) -> pd.DataFrame:
-    """Table 1 of the Results and Overview tabs."""
+    """Table 1 of the Results and Overview tabs: the cells the CLI, report and Hub card show."""
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    shown = frame[["variant", "seeds", "val_loss", "delta_vs_baseline", "p_value", "peak_mem_gb", "tok_s",
-                   "params"]].copy()
-    shown["delta_vs_baseline"] = pd.to_numeric(shown["delta_vs_baseline"], errors="coerce").round(4)
-    shown["p_value"] = [significant(v) for v in pd.to_numeric(shown["p_value"], errors="coerce")]
-    shown["peak_mem_gb"] = pd.to_numeric(shown["peak_mem_gb"], errors="coerce").round(2)
-    shown["tok_s"] = pd.to_numeric(shown["tok_s"], errors="coerce").round(0)
-    return shown.rename(columns={"val_loss": "val loss (mean ± std)", "delta_vs_baseline": "delta",
-                                 "p_value": "p (Welch)", "peak_mem_gb": "peak mem GB"})
+    return pd.DataFrame(table1_cells(frame))
 
 
 def estimate_text(estimate: dict) -> str:
