@@ -20,12 +20,12 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 import core.diagnostics
+from core.band_plot import band_traces, variant_color
 from core.config import ModelConfig
 from core.ffn import ffn_hidden_size
 from core.runs import experiment_records, runs_root, validate_name
-from core.stats import TABLE1_CELLS, TABLE1_NOTE, Band, seed_band, table1, table1_cells
+from core.stats import TABLE1_CELLS, TABLE1_NOTE, seed_band, table1, table1_cells
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
 DIAGNOSTIC_GROUPS = ("routing", "threshold", "sparsity", "interference", "alpha")
 # Subplot order within each group; names not listed follow alphabetically.
@@ -59,13 +59,6 @@ def html_table(headers: list[str], rows: list[list[str]], numeric: set[int] = fr
         "<tr>" + "".join(f"<td{' class=num' if j in numeric else ''}>{html.escape(str(c))}</td>"
                          for j, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    if hex_color.startswith("rgb("):  # plotly's sampled colorscales give rgb(r, g, b)
-        return hex_color.replace("rgb(", "rgba(").replace(")", f", {alpha})")
-    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def _figure_html(title: str, fig: go.Figure) -> str:
@@ -189,25 +182,13 @@ def _float(value) -> float:
 # ---------------------------------------------------------------------------- figures
 
 
-def _band_traces(band: Band, name: str, color: str, group: str, showlegend: bool) -> list[go.Scatter]:
-    """Upper edge, lower edge filled up to it, mean line: mean ± std over seeds."""
-    edge = dict(mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=group)
-    return [
-        go.Scatter(x=band.x, y=band.mean + band.std, **edge),
-        go.Scatter(x=band.x, y=band.mean - band.std, fill="tonexty", fillcolor=_rgba(color, 0.18), **edge),
-        go.Scatter(x=band.x, y=band.mean, mode="lines", name=name, legendgroup=group,
-                   showlegend=showlegend, line=dict(color=color, width=2), customdata=band.n,
-                   hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}} (n=%{{customdata}})<extra></extra>"),
-    ]
-
-
 def band_figure(groups: dict[str, list[list[dict]]], key: str) -> go.Figure:
     """Metric `key` over steps, one colour per variant: mean over seeds with a ±std band."""
     fig = go.Figure()
     for i, (variant, runs) in enumerate(groups.items()):
         band = seed_band(runs, key)
         if len(band.x):
-            fig.add_traces(_band_traces(band, variant, PALETTE[i % len(PALETTE)], variant, True))
+            fig.add_traces(band_traces(variant, band, variant_color(i)))
     fig.update_layout(xaxis_title="step", yaxis_title=key, template="plotly_white", height=400,
                       margin=dict(l=60, r=20, t=20, b=40), legend=dict(orientation="h", y=-0.15))
     return fig
@@ -256,8 +237,8 @@ def diagnostics_figure(metrics: dict[str, dict[str, str]],
                 if not len(band.x) or not (band.n > 0).any():
                     continue
                 label, color = f"{variant} {layer}", colors[layers.index(layer)]
-                traces = _band_traces(band, label, color, label, label not in legend_done)
-                traces[-1].line.dash = DASHES[v % len(DASHES)]
+                traces = band_traces(label, band, color, showlegend=label not in legend_done,
+                                     dash=DASHES[v % len(DASHES)])
                 legend_done.add(label)
                 fig.add_traces(traces, rows=n // cols + 1, cols=n % cols + 1)
     fig.update_layout(template="plotly_white", height=max(300, 250 * rows),
