@@ -81,6 +81,7 @@ class StepTimes:
         self._pending: list[tuple[str, RunConfig]] = []
         self._errors: dict[str, str] = {}
         self._worker: threading.Thread | None = None
+        self._cache: tuple[int, dict] = (-1, {})  # (file mtime, entries): re-read only on change
 
     def get(self, config: RunConfig, measure_now: bool = True) -> StepTime | None:
         """The cached timing of `config`'s shape, or None (then a measurement is queued, unless
@@ -105,10 +106,15 @@ class StepTimes:
         return self._errors.get(cost_key(config))
 
     def _read(self) -> dict:
+        """The cached entries; the file is parsed again only when it changed (the app asks
+        every 2 s for every run of the grid on the Launch form)."""
         try:
-            return json.loads(self.path.read_text())
+            stamp = self.path.stat().st_mtime_ns
+            if stamp != self._cache[0]:
+                self._cache = (stamp, json.loads(self.path.read_text()))
         except (OSError, ValueError):
             return {}
+        return self._cache[1]
 
     def _measure_all(self) -> None:
         while True:

@@ -204,9 +204,13 @@ def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device,
     budget = memory_budget(config, device) - optimizer_bytes(model)
     sizing = tuple(name for name in stage_functions(model, config, device, 1, autocast) if name != CHECKPOINT)
 
+    measured: dict[int, tuple[float, dict[str, float]]] = {}
+
     def need(m: int) -> tuple[float, dict[str, float]]:
-        peaks = stage_peaks(model, config, device, m, autocast, sizing)
-        return max(peaks.values()), peaks
+        if m not in measured:  # micro-batch 2 serves the slope and may be a candidate too
+            peaks = stage_peaks(model, config, device, m, autocast, sizing)
+            measured[m] = (max(peaks.values()), peaks)
+        return measured[m]
 
     one, peaks = need(1)
     if one > budget:
@@ -220,6 +224,19 @@ def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device,
         if worst <= budget:
             return m, at_m
     return 1, peaks
+
+
+def resolve_micro_batch(model: CausalLM, config: RunConfig, device: torch.device, ranks: int = 1,
+                        autocast: AutocastFactory = nullcontext) -> int:
+    """The micro-batch of one of `ranks` ranks: as ``train.grad_accum`` sets it, or
+    (``grad_accum=0``) the largest that fits, by :func:`choose_micro_batch`."""
+    per_rank, accum = config.train.batch_size // ranks, config.train.grad_accum
+    if not accum:
+        return choose_micro_batch(model, config, device, per_rank, autocast)[0]
+    if per_rank % accum:
+        raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by "
+                         f"grad_accum x ranks ({accum} x {ranks})")
+    return per_rank // accum
 
 
 def _does_not_fit_message(config: RunConfig, device: torch.device, stage: str, need: float,
@@ -298,5 +315,5 @@ def format_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DoesNotFit", "measure_peak", "free_bytes", "memory_budget", "stage_peaks",
-           "choose_micro_batch", "micro_batch_candidates", "matmul_peak", "run_plan", "format_plan"]
+__all__ = ["DoesNotFit", "measure_peak", "free_bytes", "memory_budget", "stage_peaks", "choose_micro_batch",
+           "resolve_micro_batch", "micro_batch_candidates", "matmul_peak", "run_plan", "format_plan"]

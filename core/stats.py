@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.significance import compare
+from core.significance import MAX_SEEDS, compare
 
 X_KEYS = ("step", "tokens", "elapsed_s")
 DEFAULT_BASELINE = "swiglu"
@@ -345,8 +345,6 @@ def format_interval(low, high) -> str:
 
 def format_seeds(v) -> str:
     """Seeds needed: '12', or '>=100000' at the search's cap ('-' when undefined)."""
-    from core.significance import MAX_SEEDS
-
     v = _as_float(v)
     if not math.isfinite(v):
         return "-"

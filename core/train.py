@@ -6,6 +6,7 @@ atomic checkpoints and exact resume. Rank 0 alone writes the run directory.
 
 import argparse
 import errno
+import functools
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from core.config import RunConfig, apply_overrides, parse_variant, preset, varia
 from core.data import Batches, load_tokens, val_batches
 from core.diagnostics import RoutingProbe, interference_probe, knockout_losses
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
-from core.plan import PROBE_ROWS, choose_micro_batch, format_plan, micro_batch_candidates, run_plan
+from core.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
 from core.runs import Run, runs_root, validate_name
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
@@ -176,14 +177,9 @@ class Trainer:
 
     def _micro_batch(self, per_rank: int) -> int:
         """The configured micro-batch, or (grad_accum=0) the largest that fits every rank."""
-        accum = self.config.train.grad_accum
-        if accum:
-            if per_rank % accum:
-                raise ValueError(f"batch_size ({self.config.train.batch_size}) must be divisible by "
-                                 f"grad_accum x ranks ({accum} x {self.world.world_size})")
-            return per_rank // accum
-        micro, _ = choose_micro_batch(self.model, self.config, self.device, per_rank, self._autocast)
-        if self.world.world_size > 1:  # every rank must accumulate alike: the smallest choice
+        ranks = self.world.world_size
+        micro = resolve_micro_batch(self.model, self.config, self.device, ranks, self._autocast)
+        if self.config.train.grad_accum == 0 and ranks > 1:  # ranks accumulate alike: the smallest
             chosen = torch.tensor(micro, device=self.device)
             dist.all_reduce(chosen, op=dist.ReduceOp.MIN)
             micro = max(m for m in micro_batch_candidates(per_rank) if m <= chosen.item())
@@ -474,14 +470,8 @@ def time_steps(config: RunConfig, n: int) -> dict:
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
     optimizer = build_optimizer(model, config, device)
-
-    def autocast():
-        return autocast_context(config, device)
-
-    if config.train.grad_accum:
-        micro = config.train.batch_size // config.train.grad_accum
-    else:
-        micro, _ = choose_micro_batch(model, config, device, config.train.batch_size, autocast)
+    autocast = functools.partial(autocast_context, config, device)
+    micro = resolve_micro_batch(model, config, device, autocast=autocast)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
                         generator=generator).to(device)
@@ -518,10 +508,7 @@ def print_plan(config: RunConfig) -> None:
         require_compiled_gradients(config.model, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
-
-    def autocast():
-        return autocast_context(config, device)
-
+    autocast = functools.partial(autocast_context, config, device)
     bf16 = config.train.dtype == "bf16" or (config.train.dtype == "auto" and device.type == "cuda")
     print(format_plan(run_plan(model, config, device, autocast, bf16)))
 

@@ -102,7 +102,7 @@ def test_auto_accumulation_trains_like_the_explicit_one(monkeypatch):
     import core.train as train_module
 
     config = apply_overrides(preset("micro"), ["ffn=dual", "steps=3", "grad_accum=0", "diagnostics=false"])
-    monkeypatch.setattr(train_module, "choose_micro_batch", lambda *args: (4, {}))
+    monkeypatch.setattr(plan, "choose_micro_batch", lambda *args: (4, {}))
     auto = train_module.Trainer(config, None, Dist(), progress=False)
     explicit = train_module.Trainer(apply_overrides(config, ["grad_accum=4"]), None, Dist(), progress=False)
     assert (auto.micro_batch, auto.grad_accum) == (explicit.micro_batch, explicit.grad_accum) == (4, 4)

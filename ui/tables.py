@@ -29,9 +29,8 @@ def duration(seconds) -> str:
 
 def runs_table(rows: list[dict]) -> pd.DataFrame:
     """The Launch tab's live table of runs."""
-    frame = pd.DataFrame(rows, columns=[c if c != "eta" else "eta_s" for c in RUN_COLUMNS])
-    frame = frame.rename(columns={"eta_s": "eta"})
-    frame["eta"] = [duration(v) for v in frame["eta"]]
+    frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "eta_s"])
+    frame["eta"] = [duration(v) for v in frame.pop("eta_s")]
     frame["progress"] = [f"{100 * v:.0f}%" if v is not None else "" for v in frame["progress"]]
     for column in ("train_loss", "val_loss"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").round(4)
