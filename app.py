@@ -11,11 +11,12 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from core.config import FFN_SHARES, FFN_THRESHOLDS, PRESETS, preset
+from core import variants
+from core.config import PRESETS, preset
 from core.hub import pull_at_start
 from core.stats import TABLE1_NOTE, Band
-from ui.figures import curves_figure, layer_heatmap, layer_params_figure, token_loss_figure
-from ui.service import Explorer, Limits, dual_label
+from ui.figures import curves_figure, layer_params_figure, stats_heatmaps, token_loss_figure
+from ui.service import Explorer, Limits, variant_choice
 from ui.settings import app_settings
 from ui.tables import RUN_COLUMNS, estimate_text, results_table, runs_table
 
@@ -41,11 +42,42 @@ def friendly(fn):
 
 
 # Launch tab ----------------------------------------------------------------------------------------
-def build_variants(use_swiglu, use_dual, share, threshold, z_loss, balance, hidden, match) -> list[str]:
-    variants = ["swiglu"] if use_swiglu else []
-    if use_dual:
-        variants.append(dual_label(share, threshold, z_loss, balance or None, int(hidden or 0), match))
-    return variants
+def _option_field(option) -> gr.components.Component:
+    """The form field of one declared variant option."""
+    if isinstance(option.default, bool):
+        return gr.Checkbox(option.default, label=option.name, info=option.help)
+    if option.choices:
+        return gr.Radio(list(option.choices), value=option.default, label=option.name, info=option.help)
+    if isinstance(option.default, (int, float)):
+        precision = 0 if isinstance(option.default, int) else None
+        return gr.Number(option.default, label=option.name, info=option.help, precision=precision)
+    return gr.Textbox(option.default, label=option.name, info=option.help)
+
+
+def variant_forms() -> dict[str, list]:
+    """An accordion per registered variant: width, matching and its own options (built from the
+    registry). Returns {variant: [hidden, match, *option fields]}."""
+    forms = {}
+    for name in variants.names():
+        spec = variants.spec(name)
+        with gr.Accordion(f"{name} options: {spec.summary}", open=False), gr.Row():
+            fields = [gr.Number(0, label="Hidden (0 = auto)", precision=0),
+                      gr.Radio(list(variants.FFN_MATCHES), value="width", label="Match SwiGLU by")]
+            fields += [_option_field(option) for option in spec.options]
+        forms[name] = fields
+    return forms
+
+
+def build_variants(picked: list[str], forms: dict[str, list], values: list) -> list[str]:
+    """Variant labels of the picked variants, from the flat list of every form's field values."""
+    labels, start = [], 0
+    for name, fields in forms.items():
+        hidden, match, *options = values[start:start + len(fields)]
+        start += len(fields)
+        if name in (picked or []):
+            names = [o.name for o in variants.spec(name).options]
+            labels.append(variant_choice(name, dict(zip(names, options)), int(hidden or 0), match))
+    return labels
 
 
 def launch_tab(explorer: Explorer) -> dict:
@@ -58,19 +90,13 @@ def launch_tab(explorer: Explorer) -> dict:
             preset_name = gr.Dropdown(list(explorer.limits.presets), value=explorer.limits.presets[0],
                                       label="Preset")
             seeds = gr.Textbox("0 1 2", label="Seeds (e.g. 0 1 2 or 0-2)")
+        picked = gr.CheckboxGroup(list(variants.names()), value=[variants.BASELINE, "dual"],
+                                  label="FFN variants")
         with gr.Row():
-            use_swiglu = gr.Checkbox(True, label="SwiGLU")
-            use_dual = gr.Checkbox(True, label="Dual path")
             steps = gr.Number(preset(explorer.limits.presets[0]).train.steps, label="Steps", precision=0)
             lr = gr.Number(0, label="Peak lr (0 = preset's)")
             data = gr.Textbox("builtin", label="Data (builtin, fineweb, hf:owner/name, path)")
-        with gr.Accordion("Dual-path options", open=False), gr.Row():
-            share = gr.Radio(list(FFN_SHARES), value="all", label="Shared projections")
-            threshold = gr.Radio(list(FFN_THRESHOLDS), value="jumprelu", label="Threshold")
-            z_loss = gr.Number(1e-3, label="Router z-loss")
-            balance = gr.Number(0, label="Load-balance loss")
-            hidden = gr.Number(0, label="Hidden (0 = auto)", precision=0)
-            match = gr.Radio(["width", "params"], value="width", label="Match SwiGLU by")
+        forms = variant_forms()
         overrides = gr.Textbox("", lines=2, label="Overrides (key=value, one per line)")
         grid_table = gr.Dataframe(label="Grid to queue", interactive=False)
         estimate = gr.Markdown()
@@ -83,12 +109,11 @@ def launch_tab(explorer: Explorer) -> dict:
             cancel_run = gr.Dropdown([], label="Run to cancel", allow_custom_value=True)
             cancel_btn = gr.Button("Cancel run", variant="stop")
 
-    dual_opts = [share, threshold, z_loss, balance, hidden, match]
-    plan_inputs = [experiment, preset_name, use_swiglu, use_dual, *dual_opts, seeds, steps, lr, data,
-                   overrides]
+    form_fields = [field for fields in forms.values() for field in fields]
+    plan_inputs = [experiment, preset_name, picked, seeds, steps, lr, data, overrides, *form_fields]
 
-    def unpack(exp, pre, sw, du, sh, th, zl, bl, hd, mt, sd, st, learning_rate, src, ov):
-        return exp, pre, build_variants(sw, du, sh, th, zl, bl, hd, mt), sd, st, learning_rate, src, ov
+    def unpack(exp, pre, chosen, sd, st, learning_rate, src, ov, *form_values):
+        return exp, pre, build_variants(chosen, forms, list(form_values)), sd, st, learning_rate, src, ov
 
     def preview(*values):
         try:
@@ -284,10 +309,14 @@ def results_tab(explorer: Explorer, default_experiment: str | None, followed: gr
 
 
 # Inspect tab ---------------------------------------------------------------------------------------
+LOSS = "per-token loss"  # the colouring every run offers
+
+
 def _run_pair(run_ids: list[str]) -> tuple[str | None, str | None]:
-    """Default runs to compare: the first SwiGLU run and the first dual run."""
-    first = next((r for r in run_ids if "/swiglu" in r), run_ids[0] if run_ids else None)
-    second = next((r for r in run_ids if "/dual" in r and r != first), None)
+    """Default runs to compare: the first baseline run and the first run of another variant."""
+    first = next((r for r in run_ids if f"/{variants.BASELINE}" in r), run_ids[0] if run_ids else None)
+    other = (first or "").split("/")[-1].rsplit("-s", 1)[0]
+    second = next((r for r in run_ids if r != first and r.split("/")[-1].rsplit("-s", 1)[0] != other), None)
     return first, second
 
 
@@ -310,41 +339,43 @@ def inspect_tab(explorer: Explorer, followed: gr.State) -> dict:
         with gr.Row():
             run_a = gr.Dropdown(run_ids, value=first, label="Run A")
             run_b = gr.Dropdown(run_ids, value=second, label="Run B (optional)")
+            colour_by = gr.Dropdown([LOSS], value=LOSS, label="Colour tokens by", allow_custom_value=True)
             layer = gr.Slider(0, max(top, 1), value=0, step=1, label="Layer for token colours")
         text = gr.Textbox(SAMPLE_TEXT, lines=3, label="Text", max_length=explorer.limits.max_text_chars)
         inspect_btn = gr.Button("Inspect", variant="primary")
         info = gr.Markdown()
         with gr.Row():
-            tokens_a = gr.HighlightedText(label="Run A",
-                                          combine_adjacent=False, show_legend=False)
+            tokens_a = gr.HighlightedText(label="Run A", combine_adjacent=False, show_legend=False)
             tokens_b = gr.HighlightedText(label="Run B", combine_adjacent=False, show_legend=False)
-        router_plot = gr.Plot(label="Router: sparse-path weight, tokens x layers")
-        zero_plot = gr.Plot(label="Sparse path: exact-zero fraction, tokens x layers")
+        stats_plot = gr.Plot(label="Per-token statistics of each run's FFN, tokens x layers")
         loss_plot = gr.Plot(label="Per-token loss")
-        params_plot = gr.Plot(label="Per-layer theta and alphas")
+        params_plot = gr.Plot(label="Per-layer statistics (e.g. the dual path's theta and alphas)")
 
-    def run_inspect(a, b, txt, at_layer):
+    def run_inspect(a, b, txt, stat, at_layer):
         try:
             results = explorer.inspect([r for r in (a, b) if r], txt)
         except (ValueError, FileNotFoundError) as error:  # keep the previous views, say why
             return (f"**Cannot inspect:** {error}", *[gr.update()] * 6)
-        dual = [r for r in results if r["router_sparse"] is not None]
-        colours = [gr.update(value=_token_colours(r, int(at_layer)), label=_colour_label(r, int(at_layer)))
+        offered = [LOSS] + list(dict.fromkeys(n for r in results for n in r["token_stats"]))
+        stat = stat if stat in offered else offered[min(1, len(offered) - 1)]
+        at = int(at_layer)
+        colours = [gr.update(value=_token_colours(r, stat, at), label=_colour_label(r, stat, at))
                    for r in results] + [gr.update(value=None, label="Run B")]
-        heat = dual[0] if dual else None
         notes = [f"**{r['run']}** ({r['variant']}): {len(r['ids'])} tokens, mean loss "
                  f"{r['mean_loss']:.3f}" + (" (text cut to the model's context)" if r["truncated"] else "")
                  for r in results]
-        return ("  \n".join(notes), colours[0], colours[1],
-                layer_heatmap(heat["tokens"], heat["router_sparse"], heat["run"]) if heat else None,
-                layer_heatmap(heat["tokens"], heat["zero_frac"], heat["run"], colorscale="Viridis")
-                if heat else None,
+        per_layer = {f"{r['run'].split('/')[-1]} {name}": values
+                     for r in results for name, values in r["layer_stats"].items()}
+        return ("  \n".join(notes), colours[0], colours[1], gr.update(choices=offered, value=stat),
+                stats_heatmaps(results),
                 token_loss_figure({r["run"]: (r["tokens"], r["token_loss"]) for r in results}),
-                layer_params_figure(_layer_params(dual)) if dual else None)
+                layer_params_figure(per_layer) if per_layer else None)
 
-    inputs = [run_a, run_b, text, layer]
-    outputs = [info, tokens_a, tokens_b, router_plot, zero_plot, loss_plot, params_plot]
+    inputs = [run_a, run_b, text, colour_by, layer]
+    outputs = [info, tokens_a, tokens_b, colour_by, stats_plot, loss_plot, params_plot]
     inspect_btn.click(run_inspect, inputs, outputs, api_visibility="private")
+    for control in (colour_by, layer):
+        control.input(run_inspect, inputs, outputs, api_visibility="private")
 
     def layer_range(a, b, at):
         deepest = _top_layer(explorer, [a, b])
@@ -366,29 +397,28 @@ def inspect_tab(explorer: Explorer, followed: gr.State) -> dict:
     return {"load": run_inspect, "inputs": inputs, "outputs": outputs}
 
 
-def _token_colours(result: dict, layer: int) -> list[tuple[str, float]]:
-    """(token, score in [-1, 1]): 2r-1 of the sparse weight for dual; scaled loss for SwiGLU."""
-    if result["router_sparse"] is not None:
-        row = result["router_sparse"][min(layer, len(result["router_sparse"]) - 1)]
-        return [(t, round(2 * r - 1, 4)) for t, r in zip(result["tokens"], row)]
+def _token_colours(result: dict, stat: str, layer: int) -> list[tuple[str, float]]:
+    """(token, score in [-1, 1]): the statistic on its declared range at `layer` (low = -1,
+    high = +1), or the loss scaled by its maximum (0..1) when the run lacks the statistic."""
+    if stat in result["token_stats"]:
+        rows = result["token_stats"][stat]
+        row = rows[min(layer, len(rows) - 1)]
+        info = result["stat_info"][stat]
+        low = info["low"]
+        high = info["high"] if info["high"] is not None else max(max(row), low + 1e-9)
+        span = (high - low) or 1.0
+        return [(t, round(2 * (v - low) / span - 1, 4)) for t, v in zip(result["tokens"], row)]
     losses = [v or 0.0 for v in result["token_loss"]]
     top = max(losses) or 1.0
     return [(t, round(v / top, 4)) for t, v in zip(result["tokens"], losses)]
 
 
-def _colour_label(result: dict, layer: int) -> str:
-    if result["router_sparse"] is None:
+def _colour_label(result: dict, stat: str, layer: int) -> str:
+    if stat not in result["token_stats"]:
         return f"{result['run']}: per-token loss (darker = higher)"
-    shown = min(layer, len(result["router_sparse"]) - 1)
-    return f"{result['run']}, layer {shown}: sparse-path weight (red) vs dense (purple)"
-
-
-def _layer_params(dual: list[dict]) -> dict[str, list[float]]:
-    out = {}
-    for r in dual:
-        for key in ("theta", "alpha_dense", "alpha_sparse"):
-            out[f"{r['run'].split('/')[-1]} {key}"] = r[key]
-    return out
+    shown = min(layer, len(result["token_stats"][stat]) - 1)
+    meaning = result["stat_info"][stat]["meaning"]
+    return f"{result['run']}, layer {shown}: {stat}, {meaning} (red = high, purple = low)"
 
 
 # API -----------------------------------------------------------------------------------------------
@@ -429,7 +459,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     experiments = explorer.experiments()
     default = "demo" if "demo" in experiments else (experiments[0] if experiments else None)
     with gr.Blocks(title="FFN explorer") as app:
-        gr.Markdown("# FFN explorer: SwiGLU vs dual-path sparse/dense FFN")
+        gr.Markdown("# FFN explorer: SwiGLU, the dual-path sparse/dense FFN and any FFN you register")
         followed = gr.State(None)  # the experiment launched last in this browser session
         overview = overview_tab(explorer, default)
         launch = launch_tab(explorer)
@@ -454,8 +484,21 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     return app
 
 
+def load_ffn_plugins(demo: bool) -> None:
+    """Register $EXPLORER_FFN_MODULES' variants; never in demo mode (plugins run code)."""
+    if demo:
+        if os.environ.pop(variants.PLUGIN_ENV, None):
+            print(f"warning: {variants.PLUGIN_ENV} is ignored in demo mode", flush=True)
+        return
+    try:
+        variants.load_plugins_from_env()
+    except ValueError as error:
+        raise SystemExit(f"{variants.PLUGIN_ENV}: {error}") from None
+
+
 def main() -> None:
     settings = app_settings()
+    load_ffn_plugins(settings.demo)
     # Space start-up: pull $EXPLORER_HUB_EXPERIMENT (owner/name) if set; a failure only logs a warning.
     pull_at_start(settings.runs_dir)
     explorer = Explorer(settings.runs_dir, settings.limits, settings.max_concurrent)

@@ -13,9 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-FFN_SHARES = ("all", "updown", "none")
-FFN_THRESHOLDS = ("jumprelu", "shifted_relu", "cats")
-FFN_MATCHES = ("width", "params")
+from core import variants
+
+SCHEMA_VERSION = 2  # of config.json; 1 (no "schema" key) kept each FFN option as a model field
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -46,28 +46,22 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6  # RMSNorm epsilon, Qwen2 default
     initializer_range: float = 0.02  # std of the normal init of all matrices
     tie_word_embeddings: bool = True  # lm_head shares the embedding matrix
-    ffn: str = "swiglu"  # FFN variant, a name in core.ffn.FFN_REGISTRY
+    ffn: str = "swiglu"  # FFN variant, a name in the registry (core.variants)
     ffn_hidden: int = 0  # hidden width of the FFN; 0 = derived from ffn_match
-    ffn_match: str = "width"  # width: h = intermediate_size; params: h chosen to match SwiGLU params
-    ffn_share: str = "all"  # dual: which projections the paths share (all / updown / none)
-    ffn_threshold: str = "jumprelu"  # dual: sparse activation (jumprelu / shifted_relu / cats)
-    threshold_init: float = 0.5  # dual: initial theta, in units of the gate's rms
-    threshold_bandwidth: float = 0.1  # dual: width of theta's pseudo-gradient window (rms units)
-    router_z_loss: float = 1e-3  # dual: weight of the router z-loss
-    router_balance_loss: float = 0.0  # dual: weight of the load-balance loss (0 = off)
-    router_temperature: float = 1.0  # dual: softmax temperature of the router
-    ffn_fused: bool = True  # dual: recompute-in-backward fused activation (same maths, less memory)
+    # width: h = intermediate_size; params / active: h chosen so the FFN's total / per-token
+    # parameters match SwiGLU's (they differ only for a mixture of experts)
+    ffn_match: str = "width"
+    ffn_options: dict = field(default_factory=dict)  # the variant's own options, defaults filled in
+    ffn_module: str = ""  # a plugin variant's file (core.variants.load_plugin); "" = built in
+    ffn_module_sha256: str = ""  # that file's sha256 when the run was configured
     loss_chunk_tokens: int = 0  # tokens per chunk of the training loss; 0 = auto (by vocab, device)
 
     def __post_init__(self) -> None:
         _positive(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                   "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
-                  "rope_theta", "rms_norm_eps", "initializer_range", "router_temperature",
-                  "threshold_bandwidth")
+                  "rope_theta", "rms_norm_eps", "initializer_range")
         if self.loss_chunk_tokens < 0:
             raise ValueError(f"loss_chunk_tokens must be >= 0 (0 = auto), got {self.loss_chunk_tokens!r}")
-        if self.threshold_init <= 0:
-            raise ValueError(f"threshold_init (theta0) must be > 0, got {self.threshold_init!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must divide "
                              f"hidden_size ({self.hidden_size})")
@@ -76,14 +70,21 @@ class ModelConfig:
                              f"num_attention_heads ({self.num_attention_heads})")
         if (self.hidden_size // self.num_attention_heads) % 2:
             raise ValueError("hidden_size / num_attention_heads (head dim) must be even for RoPE")
-        if self.ffn_hidden < 0 or self.router_z_loss < 0 or self.router_balance_loss < 0:
-            raise ValueError("ffn_hidden, router_z_loss and router_balance_loss must be >= 0")
-        _one_of(self, "ffn_share", FFN_SHARES)
-        _one_of(self, "ffn_threshold", FFN_THRESHOLDS)
-        _one_of(self, "ffn_match", FFN_MATCHES)
-        from core.ffn import FFN_REGISTRY  # late import: ffn imports this module
+        if self.ffn_hidden < 0:
+            raise ValueError(f"ffn_hidden must be >= 0 (0 = from ffn_match), got {self.ffn_hidden!r}")
+        _one_of(self, "ffn_match", variants.FFN_MATCHES)
+        if not isinstance(self.ffn_options, dict):
+            raise ValueError(f"ffn_options must map option names to values, got {self.ffn_options!r:.60}")
+        self._check_ffn()
 
-        _one_of(self, "ffn", tuple(FFN_REGISTRY))
+    def _check_ffn(self) -> None:
+        """Resolve the variant's options; a plugin variant must be the file the config names."""
+        if self.ffn_module:
+            variants.check_plugin_record(self.ffn, self.ffn_module, self.ffn_module_sha256)
+        variant = variants.spec(self.ffn)
+        self.ffn_options = variant.resolve(self.ffn_options)
+        if variant.source and not self.ffn_module:
+            self.ffn_module, self.ffn_module_sha256 = variant.source, variant.sha256
 
     @property
     def head_dim(self) -> int:
@@ -175,7 +176,7 @@ class RunConfig:
                              f"({self.model.max_position_embeddings})")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"schema": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -186,12 +187,24 @@ class RunConfig:
         sections = {}
         for name, kind in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
             values = dict(raw.get(name, {}))
+            if name == "model" and raw.get("schema", 1) < 2:
+                values = _model_from_schema_1(values)
             known = {f.name for f in dataclasses.fields(kind)}
             unknown = sorted(set(values) - known)
             if unknown:
                 raise ValueError(f"unknown {name} config field(s): {', '.join(unknown)}")
             sections[name] = kind(**values)
         return cls(preset=raw.get("preset", "custom"), **sections)
+
+
+def _model_from_schema_1(values: dict) -> dict:
+    """Schema 1 kept each (dual) FFN option as a model field: move the ones the variant declares
+    into ffn_options; drop the rest (swiglu runs carried the dual defaults, unused)."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    variant = variants.spec(values.get("ffn", ModelConfig.ffn))
+    out = {k: v for k, v in values.items() if k in names}
+    out["ffn_options"] = {k: v for k, v in values.items() if k not in names and variant.option(k)}
+    return out
 
 
 _PRESETS: dict[str, dict] = {
@@ -245,6 +258,8 @@ def preset(name: str) -> RunConfig:
 
 
 def _parse_value(text: str) -> Any:
+    if text in ("True", "False"):  # how a run label writes a bool option
+        return text == "True"
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -273,33 +288,76 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def _locate(key: str) -> tuple[str, str]:
-    """Resolve `field` or `section.field` to (section, field); ambiguous bare names are errors."""
-    sections = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
-    if "." in key:
-        section, name = key.split(".", 1)
-        if section not in sections or name not in {f.name for f in dataclasses.fields(sections[section])}:
-            raise ValueError(f"--set: unknown key {key!r}")
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+
+
+def _field_names(kind: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(kind)}
+
+
+def _locate(key: str, ffn: str) -> tuple[str, str]:
+    """Resolve `field` or `section.field` to (section, field); an option of variant `ffn` to
+    ("ffn_options", name); ambiguous bare names are errors."""
+    section, dot, name = key.rpartition(".")
+    if dot and section not in _SECTIONS and section != "ffn_options":
+        raise ValueError(f"--set: unknown key {key!r}")
+    if variants.spec(ffn).option(name) and section in ("", "model", "ffn_options"):
+        return "ffn_options", name
+    if section in _SECTIONS:
+        if name not in _field_names(_SECTIONS[section]):
+            raise ValueError(f"--set: unknown key {key!r}{_option_hint(name, ffn)}")
         return section, name
-    owners = [s for s, kind in sections.items() if key in {f.name for f in dataclasses.fields(kind)}]
+    owners = [s for s, kind in _SECTIONS.items() if name in _field_names(kind)]
     if not owners:
-        raise ValueError(f"--set: unknown key {key!r}; see `python -m core.config --list`")
+        raise ValueError(f"--set: unknown key {key!r}{_option_hint(name, ffn)}; "
+                         "see `python -m core.config --list`")
     if len(owners) > 1:
         raise ValueError(f"--set: key {key!r} is ambiguous; write one of "
                          f"{', '.join(f'{o}.{key}' for o in owners)}")
-    return owners[0], key
+    return owners[0], name
 
 
-def apply_overrides(config: RunConfig, overrides: list[str] | None) -> RunConfig:
-    """Return a copy of `config` with `key=value` overrides applied, type-checked and validated."""
-    changes: dict[str, dict[str, Any]] = {"model": {}, "train": {}, "data": {}}
+def _option_hint(name: str, ffn: str) -> str:
+    """" (an option of dual, not of swiglu)" when `name` belongs to another variant."""
+    owners = [v for v in variants.names() if variants.spec(v).option(name)]
+    return f" (an option of {', '.join(owners)}, not of ffn={ffn})" if owners else ""
+
+
+def _split(overrides: list[str] | None) -> list[tuple[str, str]]:
+    pairs = []
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        section, name = _locate(key.strip())
-        hints = typing.get_type_hints(type(getattr(config, section)))
-        changes[section][name] = _coerce(key.strip(), _parse_value(text), hints[name])
+        pairs.append((key.strip(), text))
+    return pairs
+
+
+def apply_overrides(config: RunConfig, overrides: list[str] | None) -> RunConfig:
+    """Return a copy of `config` with `key=value` overrides applied, type-checked and validated.
+
+    `ffn` is applied first, wherever it stands; a new variant starts from its option defaults.
+    """
+    changes: dict[str, dict[str, Any]] = {"model": {}, "train": {}, "data": {}, "ffn_options": {}}
+    pairs = _split(overrides)
+    ffn = config.model.ffn
+    for key, text in pairs:
+        if key in ("ffn", "model.ffn"):
+            ffn = _coerce(key, _parse_value(text), str)
+    options = dict(config.model.ffn_options)
+    if ffn != config.model.ffn:
+        options = {}
+        changes["model"].update(ffn=ffn, ffn_module="", ffn_module_sha256="")
+    for key, text in pairs:
+        if key in ("ffn", "model.ffn"):
+            continue
+        section, name = _locate(key, ffn)
+        if section == "ffn_options":
+            changes[section][name] = variants.spec(ffn).option(name).check(_parse_value(text), ffn)
+            continue
+        hints = typing.get_type_hints(_SECTIONS[section])
+        changes[section][name] = _coerce(key, _parse_value(text), hints[name])
+    changes["model"]["ffn_options"] = {**options, **changes["ffn_options"]}
     return RunConfig(preset=config.preset,
                      model=dataclasses.replace(config.model, **changes["model"]),
                      train=dataclasses.replace(config.train, **changes["train"]),
@@ -307,27 +365,31 @@ def apply_overrides(config: RunConfig, overrides: list[str] | None) -> RunConfig
 
 
 def override_keys() -> dict[str, str]:
-    """Every `--set` key with its section-qualified name, for help texts and UIs."""
+    """Every `--set` key with its type: section fields, then each variant's options."""
     out = {}
-    for section, kind in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
+    for section, kind in _SECTIONS.items():
         for f in dataclasses.fields(kind):
             out[f"{section}.{f.name}"] = f.type.__name__ if isinstance(f.type, type) else str(f.type)
+    for name in variants.names():
+        for option in variants.spec(name).options:
+            out[option.name] = f"{type(option.default).__name__}  ({name}) {option.help}"
     return out
+
+
+_GENERIC_FFN_FIELDS = ("ffn_hidden", "ffn_match")  # FFN fields of ModelConfig that every variant has
 
 
 def variant_label(model: ModelConfig) -> str:
     """Label a variant by `ffn` plus its non-default FFN options, e.g. ``dual+ffn_share=none``."""
-    defaults = ModelConfig()
     parts = [model.ffn]
-    if model.ffn == "swiglu":
-        options = ("ffn_hidden", "ffn_match")
-    else:
-        options = tuple(f.name for f in dataclasses.fields(ModelConfig)
-                        if f.name.startswith(("ffn_", "threshold_", "router_")))
-    for name in options:
+    for name in _GENERIC_FFN_FIELDS:
         value = getattr(model, name)
-        if value != getattr(defaults, name):
+        if value != getattr(ModelConfig, name):
             parts.append(f"{name}={value}")
+    for option in variants.spec(model.ffn).options:
+        value = model.ffn_options[option.name]
+        if value != option.default:
+            parts.append(f"{option.name}={value}")
     return "+".join(parts)
 
 
@@ -337,14 +399,30 @@ def parse_variant(label: str) -> tuple[str, list[str]]:
     for option in options:
         if "=" not in option:
             raise ValueError(f"variant {label!r}: option {option!r} is not key=value")
-    return ffn, [f"model.{o}" for o in options] + [f"model.ffn={ffn}"]
+    return ffn, [f"model.ffn={ffn}"] + [f"model.{o}" for o in options]
+
+
+def describe_variants() -> str:
+    """Every registered variant with its options, as `--list` prints it."""
+    lines = []
+    for name in variants.names():
+        variant = variants.spec(name)
+        lines.append(f"{name}: {variant.summary}" + (f"  [{variant.source}]" if variant.source else ""))
+        for option in variant.options:
+            allowed = f" ({' / '.join(map(str, option.choices))})" if option.choices else ""
+            lines.append(f"    {option.name:24s} {option.default!s:10s} {option.help}{allowed}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
     import sys
 
+    variants.load_plugins_from_env()
     if "--list" in sys.argv:
         for key, kind in override_keys().items():
-            print(f"{key:32s} {kind}")
+            if "." in key:
+                print(f"{key:32s} {kind}")
+        print("\nFFN variants (--set model.ffn=NAME) and their options (--set NAME=VALUE):")
+        print(describe_variants())
     else:
         print(preset(sys.argv[1] if len(sys.argv) > 1 else "micro").to_json())

@@ -1,72 +1,48 @@
-"""Research diagnostics of the dual-path FFN: routing, threshold, pathway interference, knock-out.
+"""Research diagnostics of any FFN variant: per-layer probes, pathway interference, knock-outs.
+
+The machinery is generic; what is measured is each variant's own (the hooks of
+``core.ffns.base.FFN``): ``probe_sums``/``probe_metrics`` for per-layer statistics pooled over
+an evaluation, ``watched_parameters`` for gradient norms, ``path_split`` for the interference
+of two paths that share weights, ``knockouts`` for reduced models. Each variant's module
+docstring defines its metrics (the report's glossary collects them).
 
 All functions take the raw model (``Trainer.model``, not a DDP/compiled wrapper) and leave it as
 they found it: parameters, their ``.grad``, train/eval mode and the RNG. Keys follow the metrics
-contract ``<group>/L{i}/<name>`` (layers 0-based); swiglu models give empty dicts.
+contract ``<group>/L{i}/<name>`` (layers 0-based); variants without hooks give empty dicts.
 
-Definitions (documented once here, used by the report's glossary too):
-
-routing (per token, router weights w = softmax(logits / temperature), w = (w_dense, w_sparse))
-  sparse_weight    mean w_sparse over tokens
-  mostly_sparse    fraction of tokens with w_sparse > 0.5
-  entropy          mean per-token entropy H(w), in bits (1 = an even split, 0 = a hard choice)
-  entropy_of_mean  H(mean w), in bits
-  mutual_info      entropy_of_mean - entropy = I(path; token) >= 0: how much the routing depends
-                   on the token (0: every token is routed alike)
-  collapsed        1.0 when sparse_weight is outside [0.05, 0.95], else 0.0
-  logit_rms        sqrt(mean logit^2) over tokens and both logits (after temperature): what the
-                   z-loss keeps small
-threshold (theta is learned in normalised units: rms(g) per token for jumprelu/shifted_relu,
-  rms(silu(g)) per token for cats; g = the sparse path's gate pre-activation)
-  theta            theta as learned, i.e. relative to that rms
-  theta_raw        theta * mean over tokens of that rms: the cut in the gate's own units
-  window_frac      fraction of (token, unit) pre-activations that pass gradient to theta:
-                   jumprelu |z - theta| < bandwidth/2 (the rectangle kernel);
-                   shifted_relu z > theta (every active unit gives the exact gradient -1);
-                   cats |score - theta| < 3 * bandwidth (where the sigmoid estimator's slope is
-                   above ~18% of its peak). 0 means theta can no longer learn.
-  grad             |d loss / d theta| (from .grad after a training backward, or from the probe)
-sparsity
-  zero_frac        fraction of exact zeros in the sparse path's activation thr(g) * u (as the
-                   model's own stats)
-  dead_frac        fraction of hidden units never active (score <= theta) on the probe tokens
-  always_on_frac   fraction of hidden units active on every probe token
-alpha              dense / sparse: the learned path scales a_d, a_s
-interference (the gradient of every projection the two paths share, split exactly into the part
-  that flows through the dense path and the part through the sparse path; they sum to the full
-  gradient)
+interference (the gradient of every projection two paths share, split exactly into the part
+  that flows through each path; they sum to the full gradient)
   cosine           cosine of the two parts, all shared matrices flattened together
   cosine_<m>       the same for one shared matrix m in gate / up / down
   neg_frac         fraction of hidden units whose two parts point apart (cosine < 0), a unit's
                    part being its gate row, up row and down column concatenated (shared ones
                    only); units where either part is exactly zero are left out
-  norm_ratio       |sparse part| / |dense part|
-  For share="none" the paths share nothing: no interference keys.
+  norm_ratio       |second path's part| / |first path's part|
 """
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.ffn import DualPathFFN, Router, threshold_activation
+from core.ffns.base import FFN
 
-DIAGNOSTIC_PREFIXES = ("routing/", "threshold/", "sparsity/", "interference/", "alpha/")
-COLLAPSE_BAND = (0.05, 0.95)  # mean sparse weight outside this band: the router has collapsed
-CATS_WINDOW = 3.0  # cats: theta's gradient window, in multiples of the sigmoid bandwidth
-PROJECTIONS = ("gate", "up", "down")
-KNOCKOUTS = (("mix", None), ("dense_only", "dense"), ("sparse_only", "sparse"))
+DIAGNOSTIC_PREFIXES = ("routing/", "threshold/", "sparsity/", "interference/", "alpha/", "moe/")
 
 AutocastFactory = Callable[[], AbstractContextManager]
 
 
-def dual_layers(model: nn.Module) -> list[tuple[int, DualPathFFN]]:
-    """(layer index, FFN) of every dual-path FFN in a CausalLM."""
-    return [(i, layer.mlp) for i, layer in enumerate(model.model.layers)
-            if isinstance(layer.mlp, DualPathFFN)]
+def ffn_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """(layer index, FFN) of every layer of a CausalLM."""
+    return [(i, layer.mlp) for i, layer in enumerate(model.model.layers)]
+
+
+def probed_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """The layers whose FFN overrides the base's empty ``probe_sums``."""
+    return [(i, ffn) for i, ffn in ffn_layers(model) if type(ffn).probe_sums is not FFN.probe_sums]
 
 
 def _token_batches(inputs) -> list[torch.Tensor]:
@@ -76,132 +52,28 @@ def _token_batches(inputs) -> list[torch.Tensor]:
     return [item[0] if isinstance(item, (tuple, list)) else item for item in inputs]
 
 
-def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
-    """Entropy over the last dim in bits; 0 log 0 = 0."""
-    return torch.special.entr(p).sum(-1) / math.log(2)
-
-
-# ---------------------------------------------------------------------------- routing
-
-
-def router_logits(router: Router, x: torch.Tensor) -> torch.Tensor:
-    """The logits ``Router.forward`` softmaxes: fp32, temperature applied."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        logits = F.linear(x.float(), router.proj.weight.float(), router.proj.bias.float())
-    return logits / router.temperature
-
-
-def routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Additive statistics of router logits [..., 2], so batches can be pooled exactly."""
-    logits = logits.detach().reshape(-1, 2).double()
-    w = logits.softmax(-1)
-    return {"tokens": torch.tensor(float(w.shape[0]), dtype=torch.float64), "weight": w.sum(0),
-            "mostly_sparse": (w[:, 1] > 0.5).double().sum(), "entropy": _entropy_bits(w).sum(),
-            "logit_sq": logits.pow(2).sum()}
-
-
-def routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per-layer routing metrics (names as in the module docstring) from pooled `routing_sums`."""
-    n = sums["tokens"].item()
-    mean_w = sums["weight"] / n
-    sparse = mean_w[1].item()
-    entropy, of_mean = sums["entropy"].item() / n, _entropy_bits(mean_w).item()
-    low, high = COLLAPSE_BAND
-    return {"sparse_weight": sparse, "mostly_sparse": sums["mostly_sparse"].item() / n,
-            "entropy": entropy, "entropy_of_mean": of_mean, "mutual_info": of_mean - entropy,
-            "collapsed": float(not low <= sparse <= high),
-            "logit_rms": math.sqrt(sums["logit_sq"].item() / (2 * n))}
-
-
-# ---------------------------------------------------------------------------- threshold / sparsity
-
-
-def sparse_inputs(ffn: DualPathFFN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gate and up pre-activations of the sparse path (g_s, u_s), as ``DualPathFFN._paths``."""
-    gate = ffn.gate_proj if ffn.share == "all" else ffn.sparse_gate_proj
-    up = ffn.sparse_up_proj if ffn.share == "none" else ffn.up_proj
-    return gate(x), up(x)
-
-
-def threshold_view(kind: str, g: torch.Tensor, theta: float, bandwidth: float):
-    """(score, scale, active, window) of gate pre-activations `g` [..., h], in float32.
-
-    score is what theta is compared with (g / rms(g), or |silu(g)| / rms(silu(g)) for cats),
-    scale the per-token rms [..., 1]; active = score > theta; window = theta gets gradient
-    from this unit (see the module docstring).
-    """
-    g = g.detach().float()
-    base = F.silu(g) if kind == "cats" else g
-    scale = base.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()  # as core.ffn._rms
-    score = base.abs() / scale if kind == "cats" else base / scale
-    active = score > theta
-    if kind == "jumprelu":
-        window = (score - theta).abs() < bandwidth / 2
-    elif kind == "shifted_relu":
-        window = active
-    elif kind == "cats":
-        window = (score - theta).abs() < CATS_WINDOW * bandwidth
-    else:
-        raise ValueError(f"unknown threshold type {kind!r}")
-    return score, scale, active, window
-
-
-def threshold_sums(kind: str, g: torch.Tensor, u: torch.Tensor, theta: torch.Tensor,
-                   bandwidth: float) -> dict[str, torch.Tensor]:
-    """Additive threshold/sparsity statistics of one batch of sparse-path inputs g, u [..., h]."""
-    _, scale, active, window = threshold_view(kind, g, theta.item(), bandwidth)
-    sparse = threshold_activation(kind, g, theta, bandwidth) * u  # exactly the model's activation
-    h = g.shape[-1]
-    return {"tokens": torch.tensor(float(scale.numel()), dtype=torch.float64),
-            "scale": scale.double().sum(), "window": window.double().sum(),
-            "zeros": (sparse == 0).double().sum(),
-            "unit_active": active.reshape(-1, h).double().sum(0)}
-
-
-def threshold_summary(sums: dict[str, torch.Tensor], theta: float) -> dict[str, dict[str, float]]:
-    """{"threshold": {...}, "sparsity": {...}} metrics from pooled `threshold_sums`."""
-    n = sums["tokens"].item()
-    units = sums["unit_active"]
-    cells = n * units.numel()
-    return {"threshold": {"theta": theta, "theta_raw": theta * sums["scale"].item() / n,
-                          "window_frac": sums["window"].item() / cells},
-            "sparsity": {"zero_frac": sums["zeros"].item() / cells,
-                         "dead_frac": (units == 0).double().mean().item(),
-                         "always_on_frac": (units == n).double().mean().item()}}
-
-
-# ---------------------------------------------------------------------------- routing_metrics
+# ---------------------------------------------------------------------------- per-layer probes
 
 
 class _LayerTally:
-    """Pools one layer's routing and threshold sums over the forwards it sees (a pre-hook)."""
+    """Pools one layer's probe sums over the forwards it sees (a forward pre-hook)."""
 
-    def __init__(self, ffn: DualPathFFN):
-        self.ffn, self.routing, self.threshold = ffn, None, None
+    def __init__(self, ffn: nn.Module):
+        self.ffn, self.sums = ffn, None
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
-        x = args[0]  # the FFN's input, under the caller's autocast like the real forward
-        ffn = self.ffn
-        with torch.no_grad():
-            routing = routing_sums(router_logits(ffn.router, x))
-            g, u = sparse_inputs(ffn, x)
-            sums = threshold_sums(ffn.threshold_kind, g, u, ffn.threshold.detach(), ffn.bandwidth)
-        self.routing = routing if self.routing is None else _add(self.routing, routing)
-        self.threshold = sums if self.threshold is None else _add(self.threshold, sums)
+        with torch.no_grad():  # the FFN's input, under the caller's autocast like the real forward
+            sums = self.ffn.probe_sums(args[0])
+        self.sums = sums if self.sums is None else {k: self.sums[k] + sums[k] for k in self.sums}
 
     def metrics(self, layer: int) -> dict[str, float]:
-        if self.routing is None:
+        if self.sums is None:
             return {}
-        ffn = self.ffn
-        groups = {"routing": routing_summary(self.routing),
-                  **threshold_summary(self.threshold, ffn.threshold.item()),
-                  "alpha": {"dense": ffn.alpha_dense.item(), "sparse": ffn.alpha_sparse.item()}}
-        return {f"{group}/L{layer}/{name}": value
-                for group, values in groups.items() for name, value in values.items()}
-
-
-def _add(total: dict, new: dict) -> dict:
-    return {key: total[key] + new[key] for key in total}
+        out = {}
+        for key, value in self.ffn.probe_metrics(self.sums).items():
+            group, name = key.split("/", 1)
+            out[f"{group}/L{layer}/{name}"] = value
+        return out
 
 
 def _summed_across(sums: dict[str, torch.Tensor], reduce_sum: Callable, device) -> dict[str, torch.Tensor]:
@@ -216,15 +88,15 @@ def _summed_across(sums: dict[str, torch.Tensor], reduce_sum: Callable, device) 
 
 
 class RoutingProbe:
-    """Collects routing/threshold/sparsity/alpha metrics from every forward run inside ``with``.
+    """Collects every probed layer's metrics from each forward run inside ``with``.
 
     ``with RoutingProbe(model) as probe: <forwards>`` then ``probe.metrics()``; forwards may use
-    any path (fused or not, with or without stats, under autocast). Adds ~one FFN forward per
-    layer (the probe recomputes the router logits and the sparse gate).
+    any path (fused or not, with or without stats, under autocast). Costs what the variants'
+    ``probe_sums`` cost (the dual path: its router logits and sparse gate once more).
     """
 
     def __init__(self, model: nn.Module):
-        self.tallies = {i: _LayerTally(ffn) for i, ffn in dual_layers(model)}
+        self.tallies = {i: _LayerTally(ffn) for i, ffn in probed_layers(model)}
         self._handles: list = []
 
     def __enter__(self) -> "RoutingProbe":
@@ -241,17 +113,16 @@ class RoutingProbe:
         in place across ranks (``torch.distributed.all_reduce``). Each rank must have run at
         least one forward inside the ``with`` block."""
         for tally in self.tallies.values():
-            device = tally.ffn.threshold.device
-            tally.routing = _summed_across(tally.routing, reduce_sum, device)
-            tally.threshold = _summed_across(tally.threshold, reduce_sum, device)
+            device = next(tally.ffn.parameters()).device
+            tally.sums = _summed_across(tally.sums, reduce_sum, device)
 
     def metrics(self) -> dict[str, float]:
-        """Metrics pooled over every token seen so far; {} when no dual layer ran."""
+        """Metrics pooled over every token seen so far; {} when no probed layer ran."""
         return {key: value for i, tally in self.tallies.items() for key, value in tally.metrics(i).items()}
 
 
 class _StopForward(Exception):
-    """Raised after the last dual layer: the rest of the model (lm_head) is not needed."""
+    """Raised after the last probed layer: the rest of the model (lm_head) is not needed."""
 
 
 def _raise_stop(module: nn.Module, args: tuple, output) -> None:
@@ -261,13 +132,13 @@ def _raise_stop(module: nn.Module, args: tuple, output) -> None:
 @torch.no_grad()
 def routing_metrics(model: nn.Module, inputs, device: torch.device | str,
                     autocast: AutocastFactory = nullcontext) -> dict[str, float]:
-    """Routing, threshold, sparsity and alpha metrics of every dual layer, pooled over `inputs`.
+    """Every probed layer's metrics, pooled over `inputs`.
 
     `inputs`: token ids [B, T], a list of them, or a list of (x, y) pairs (``Trainer.val``).
-    One forward per batch, in eval mode, cut after the last dual layer; no grad. `autocast` is
+    One forward per batch, in eval mode, cut after the last probed layer; no grad. `autocast` is
     a zero-argument factory of the training autocast context.
     """
-    layers = dual_layers(model)
+    layers = probed_layers(model)
     if not layers:
         return {}
     was_training = model.training
@@ -288,48 +159,18 @@ def routing_metrics(model: nn.Module, inputs, device: torch.device | str,
 
 
 def threshold_grad_norms(model: nn.Module) -> dict[str, float]:
-    """``threshold/L{i}/grad`` = |theta.grad| of each dual layer; call after backward, before
-    ``zero_grad`` (layers whose theta has no grad are left out)."""
-    return {f"threshold/L{i}/grad": ffn.threshold.grad.detach().abs().float().item()
-            for i, ffn in dual_layers(model) if ffn.threshold.grad is not None}
+    """``group/L{i}/name`` = |grad| of each watched scalar parameter (``threshold/L{i}/grad`` of
+    the dual path); call after backward, before ``zero_grad`` (params without grad left out)."""
+    out = {}
+    for i, ffn in ffn_layers(model):
+        for key, parameter in ffn.watched_parameters().items():
+            if parameter.grad is not None:
+                group, name = key.split("/", 1)
+                out[f"{group}/L{i}/{name}"] = parameter.grad.detach().abs().float().item()
+    return out
 
 
 # ---------------------------------------------------------------------------- interference
-
-
-def _path_weights(ffn: DualPathFFN) -> tuple[dict, dict, list[str]]:
-    """Weights the dense and the sparse path use; each shared matrix as two leaf copies."""
-    dense, sparse, shared = {}, {}, []
-    for name in PROJECTIONS:
-        own = getattr(ffn, f"{name}_proj").weight
-        separate = getattr(ffn, f"sparse_{name}_proj", None)
-        if separate is None:
-            shared.append(name)
-            dense[name] = own.detach().clone().requires_grad_(True)
-            sparse[name] = own.detach().clone().requires_grad_(True)
-        else:
-            dense[name], sparse[name] = own, separate.weight
-    return dense, sparse, shared
-
-
-def _split_forward(ffn: DualPathFFN, dense_w: dict, sparse_w: dict) -> Callable:
-    """``DualPathFFN.forward`` by the plain formulas, each path on its own weight tensors.
-
-    ``down(c_d*dense + c_s*sparse) = down(c_d*dense) + down(c_s*sparse)``, so with equal values
-    the output is the model's, and autograd delivers each path's share of the gradient.
-    """
-
-    def forward(x: torch.Tensor, return_stats: bool = False):
-        weights, aux = ffn.router(x)
-        r_d, r_s = (w.unsqueeze(-1).to(x.dtype) for w in weights.unbind(-1))
-        c_d, c_s = r_d * ffn.alpha_dense.to(x.dtype), r_s * ffn.alpha_sparse.to(x.dtype)
-        dense = F.silu(F.linear(x, dense_w["gate"])) * F.linear(x, dense_w["up"])
-        g_s, u_s = F.linear(x, sparse_w["gate"]), F.linear(x, sparse_w["up"])
-        sparse = threshold_activation(ffn.threshold_kind, g_s, ffn.threshold, ffn.bandwidth) * u_s
-        y = F.linear(c_d * dense, dense_w["down"]) + F.linear(c_s * sparse, sparse_w["down"])
-        return y, aux, {}
-
-    return forward
 
 
 @contextmanager
@@ -349,27 +190,29 @@ def _patched(modules: list[nn.Module], forwards: list[Callable]) -> Iterator[Non
 
 def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
                     autocast: AutocastFactory = nullcontext) -> dict[int, dict]:
-    """Per dual layer: {"dense": {m: grad}, "sparse": {m: grad}, "shared": [m], "theta": grad}.
+    """Per layer with a path split: {"dense": {m: grad}, "sparse": {m: grad}, "shared": [m],
+    "watched": {key: grad}}.
 
     One forward + backward of the training loss on (x, y); for every shared projection m,
     dense[m] + sparse[m] is its full gradient. Uses ``torch.autograd.grad``, so no parameter's
     ``.grad`` is touched.
     """
-    layers = dual_layers(model)
-    splits = {i: _path_weights(ffn) for i, ffn in layers}
-    ffns = [ffn for _, ffn in layers]
-    forwards = [_split_forward(ffn, *splits[i][:2]) for i, ffn in layers]
-    with _patched(ffns, forwards), autocast():
+    splits = {i: ffn.path_split() for i, ffn in ffn_layers(model)}
+    splits = {i: split for i, split in splits.items() if split is not None}
+    ffns = dict(ffn_layers(model))
+    watched = {i: ffns[i].watched_parameters() for i in splits}
+    with _patched([ffns[i] for i in splits], [split[0] for split in splits.values()]), autocast():
         loss = model(x.to(device), y.to(device), return_logits=False).loss
-    copies = [part[m] for i in splits for part in splits[i][:2] for m in splits[i][2]]
-    grads = iter(torch.autograd.grad(loss, copies + [ffn.threshold for ffn in ffns]))
+    copies = [part[m] for split in splits.values() for part in split[1:3] for m in split[3]]
+    extra = [p for i in splits for p in watched[i].values()]
+    grads = iter(torch.autograd.grad(loss, copies + extra))
     out = {}
-    for i in splits:
-        shared = splits[i][2]
+    for i, split in splits.items():
+        shared = split[3]
         dense, sparse = ({m: next(grads) for m in shared} for _ in range(2))
         out[i] = {"dense": dense, "sparse": sparse, "shared": shared}
     for i in splits:
-        out[i]["theta"] = next(grads)
+        out[i]["watched"] = {key: next(grads) for key in watched[i]}
     return out
 
 
@@ -406,46 +249,49 @@ def interference_summary(split: dict) -> dict[str, float]:
 
 def interference_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
                        autocast: AutocastFactory = nullcontext) -> dict[str, float]:
-    """``interference/L{i}/...`` of every dual layer with shared projections, plus
-    ``threshold/L{i}/grad`` (|d loss/d theta| on this batch), from one forward + backward.
+    """``interference/L{i}/...`` of every layer with two paths sharing projections, plus the
+    |gradient| of its watched parameters on this batch, from one forward + backward.
 
     Leaves every ``.grad``, the parameters and the RNG as they were. Cost: one training step's
     forward and backward on (x, y); pass a few sequences (e.g. the first val batch's rows).
     """
-    if not dual_layers(model):
+    if not any(ffn.path_split() is not None for _, ffn in ffn_layers(model)):
         return {}
     out = {}
     for i, split in split_gradients(model, x, y, device, autocast).items():
         for name, value in interference_summary(split).items():
             out[f"interference/L{i}/{name}"] = value
-        out[f"threshold/L{i}/grad"] = split["theta"].detach().abs().float().item()
+        for key, grad in split["watched"].items():
+            group, name = key.split("/", 1)
+            out[f"{group}/L{i}/{name}"] = grad.detach().abs().float().item()
     return out
 
 
 # ---------------------------------------------------------------------------- knock-out
 
 
-def _fixed_router(index: int) -> Callable:
-    """A Router.forward that sends every token wholly to path `index` (0 dense, 1 sparse), no aux."""
-
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = torch.zeros(*x.shape[:-1], 2, device=x.device, dtype=torch.float32)
-        weights[..., index] = 1.0
-        return weights, torch.zeros((), device=x.device, dtype=torch.float32)
-
-    return forward
+def knockout_names(model: nn.Module) -> list[str]:
+    """The knock-outs the model's layers offer, in a stable order."""
+    names: dict[str, None] = {}
+    for _, ffn in ffn_layers(model):
+        names.update(dict.fromkeys(ffn.knockouts()))
+    return list(names)
 
 
 @contextmanager
 def forced_route(model: nn.Module, route: str | None) -> Iterator[nn.Module]:
-    """Within the block every dual layer's router outputs (1, 0) ("dense") or (0, 1) ("sparse");
-    None changes nothing. Patches the model's Router instances: do not use on a model another
-    thread is running at the same time."""
-    if route not in (None, "dense", "sparse"):
-        raise ValueError(f"route must be 'dense', 'sparse' or None; got {route!r}")
-    routers = [ffn.router for _, ffn in dual_layers(model)] if route else []
-    forwards = [_fixed_router(0 if route == "dense" else 1)] * len(routers)
-    with _patched(routers, forwards):
+    """Within the block every layer offering knock-out `route` runs it (e.g. "dense_only");
+    None changes nothing. Patches the model's modules: do not use on a model another thread is
+    running at the same time."""
+    offered = knockout_names(model)
+    if route is not None and route not in offered:
+        choices = ", ".join(offered) or "none (no knock-outs)"
+        raise ValueError(f"route must be one of {choices}; got {route!r}")
+    with ExitStack() as stack:
+        for _, ffn in ffn_layers(model) if route else []:
+            context = ffn.knockouts().get(route)
+            if context is not None:
+                stack.enter_context(context())
         yield model
 
 
@@ -471,22 +317,20 @@ def mean_val_loss(model: nn.Module, batches: Iterable, device: torch.device | st
 
 def knockout_losses(model: nn.Module, batches: Iterable, device: torch.device | str,
                     autocast: AutocastFactory = nullcontext) -> dict[str, float]:
-    """Val loss with the learned mix, the dense path only and the sparse path only.
-
-    {"mix", "dense_only", "sparse_only"}; {} for a model without dual layers. `batches` is a list
-    of (x, y) (``Trainer.val``), iterated once per route.
-    """
-    if not dual_layers(model):
+    """Val loss of the full model ("mix") and under each knock-out its layers offer (the dual
+    path: "dense_only", "sparse_only"); {} for a model without knock-outs. `batches` is a list
+    of (x, y) (``Trainer.val``), iterated once per route."""
+    names = knockout_names(model)
+    if not names:
         return {}
     batches = list(batches)
     out = {}
-    for name, route in KNOCKOUTS:
-        with forced_route(model, route):
-            out[name] = mean_val_loss(model, batches, device, autocast)
+    for name in [None, *names]:
+        with forced_route(model, name):
+            out[name or "mix"] = mean_val_loss(model, batches, device, autocast)
     return out
 
 
-__all__ = ["DIAGNOSTIC_PREFIXES", "dual_layers", "routing_metrics", "threshold_grad_norms",
-           "RoutingProbe", "interference_probe", "split_gradients", "forced_route", "knockout_losses",
-           "mean_val_loss", "routing_sums", "routing_summary", "threshold_view", "threshold_sums",
-           "threshold_summary", "interference_summary"]
+__all__ = ["DIAGNOSTIC_PREFIXES", "ffn_layers", "probed_layers", "routing_metrics", "threshold_grad_norms",
+           "RoutingProbe", "interference_probe", "split_gradients", "forced_route", "knockout_names",
+           "knockout_losses", "mean_val_loss", "interference_summary"]

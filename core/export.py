@@ -11,8 +11,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from core import variants
 from core.config import ModelConfig
-from core.ffn import ffn_hidden_size
 from core.model import CausalLM, weights_state
 
 
@@ -24,7 +24,7 @@ def qwen2_config_dict(config: ModelConfig, dtype: str = "float32") -> dict:
         "model_type": "qwen2",
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
-        "intermediate_size": ffn_hidden_size(config),
+        "intermediate_size": variants.hidden_size(config),
         "num_hidden_layers": config.num_hidden_layers,
         "num_attention_heads": config.num_attention_heads,
         "num_key_value_heads": config.num_key_value_heads,
@@ -49,7 +49,7 @@ def export_transformers(model: CausalLM, out_dir: str | Path,
     Raises ValueError for FFN variants transformers cannot represent (dual) and for an
     existing non-empty `out_dir`.
     """
-    if model.config.ffn != "swiglu":
+    if model.config.ffn != variants.BASELINE:
         raise ValueError(f"cannot export ffn={model.config.ffn!r}: transformers' Qwen2 has only a "
                          "SwiGLU MLP; export a swiglu run, or share the dual run's own run folder")
     out = Path(out_dir)

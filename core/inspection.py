@@ -1,9 +1,10 @@
-"""Per-token inspection of a trained run: routing, sparsity and next-token loss on user text.
+"""Per-token inspection of a trained run: its FFN's own statistics and next-token loss on user text.
 
-One forward pass with ``return_stats=True`` gives everything: the dual FFN's per-token router
-weight and exact-zero fraction of its sparse path ([L][T]), its per-layer threshold and path
-scales ([L]), and the logits from which per-token losses follow. SwiGLU runs have no FFN stats,
-so those fields are None. Loaded models are kept in a small thread-safe LRU cache keyed by the
+One forward pass with ``return_stats=True`` gives everything: each per-token statistic the
+variant declares ([L][T]: the dual path's router weight and sparse zero fraction, a mixture's
+chosen expert, ...), each per-layer one ([L]: the dual path's threshold and path scales), and
+the logits from which per-token losses follow. Variants that declare none (SwiGLU) give empty
+dicts. Loaded models are kept in a small thread-safe LRU cache keyed by the
 run's files, so an app calling repeatedly (from several threads) loads each run once.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from core import variants
 from core.config import RunConfig, variant_label
 from core.model import CausalLM, build_model, load_weights_state
 from core.runs import Run
@@ -44,11 +46,9 @@ class Inspection:
     tokens: list[str]  # each token's text; "".join(tokens) is the inspected (possibly cut) text
     ids: list[int]  # token ids
     token_loss: list[float | None]  # loss of predicting token t from tokens < t; None for t = 0
-    router_sparse: list[list[float]] | None  # [L][T] router weight of the sparse path (None: swiglu)
-    zero_frac: list[list[float]] | None  # [L][T] exact-zero fraction of the sparse path
-    theta: list[float] | None  # [L] learned thresholds
-    alpha_dense: list[float] | None  # [L] dense-path scale
-    alpha_sparse: list[float] | None  # [L] sparse-path scale
+    token_stats: dict[str, list[list[float]]]  # per-token statistic name -> [L][T]
+    layer_stats: dict[str, list[float]]  # per-layer statistic name -> [L]
+    stat_info: dict[str, dict]  # name -> {meaning, per, low, high} as the variant declares it
     truncated: bool  # the text was cut to max_tokens
     max_tokens: int  # the token limit in force (at most the model's context)
     mean_loss: float | None  # mean of the non-None token losses; None for a single token
@@ -212,21 +212,27 @@ def _token_losses(logits: torch.Tensor, ids: torch.Tensor) -> list[float | None]
     return [None, *nll.cpu().tolist()]
 
 
-def _layer_stats(stats: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """[L, 1, T] per-token stats -> [L][T] lists, [L] per-layer stats -> lists; None when absent."""
-    out: dict[str, Any] = {}
-    for name in ("router_sparse", "zero_frac"):
-        out[name] = stats[name][:, 0].float().cpu().tolist() if name in stats else None
-    for name in ("theta", "alpha_dense", "alpha_sparse"):
-        out[name] = stats[name].float().cpu().tolist() if name in stats else None
-    return out
+def _layer_stats(model: CausalLM, stats: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The variant's declared stats: [L, 1, T] per-token ones -> [L][T] lists, [L] per-layer
+    ones -> lists; with each one's declaration."""
+    declared = variants.spec(model.config.ffn).stats
+    missing = [s.name for s in declared if s.name not in stats]
+    if missing:
+        raise ValueError(f"ffn={model.config.ffn} declares statistics its forward did not return: "
+                         f"{', '.join(missing)}")
+    return {"token_stats": {s.name: stats[s.name][:, 0].float().cpu().tolist()
+                            for s in declared if s.per == "token"},
+            "layer_stats": {s.name: stats[s.name].float().cpu().tolist()
+                            for s in declared if s.per == "layer"},
+            "stat_info": {s.name: {"meaning": s.meaning, "per": s.per, "low": s.low, "high": s.high}
+                          for s in declared}}
 
 
 def _forward(model: CausalLM, ids: list[int], device: str) -> tuple[list[float | None], dict[str, Any]]:
     with torch.inference_mode():
         input_ids = torch.tensor([ids], device=device)
         output = model(input_ids, return_stats=True)
-        return _token_losses(output.logits[0], input_ids[0]), _layer_stats(output.stats)
+        return _token_losses(output.logits[0], input_ids[0]), _layer_stats(model, output.stats)
 
 
 def inspect_text(run: Run, text: str, max_tokens: int | None = None, device: str = "cpu") -> Inspection:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core import variants
 from core.config import ModelConfig, apply_overrides, preset
-from core.ffn import build_ffn, ffn_flops_per_token
 
 
 class RMSNorm(nn.Module):
@@ -95,7 +95,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Attention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = build_ffn(config)
+        self.mlp = variants.module_class(config.ffn)(config)
 
     def forward(self, x, rope, return_stats: bool = False):
         x = x + self.self_attn(self.input_layernorm(x), rope)
@@ -247,10 +247,8 @@ class CausalLM(nn.Module):
         self.model = Qwen2Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.apply(self._init_weights)
-        for layer in self.model.layers:  # a zero router starts every token at (1/2, 1/2)
-            if hasattr(layer.mlp, "router"):
-                nn.init.zeros_(layer.mlp.router.proj.weight)
-                nn.init.zeros_(layer.mlp.router.proj.bias)
+        for layer in self.model.layers:  # a variant's own initialisation (e.g. a zero router)
+            layer.mlp.post_init()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -324,28 +322,48 @@ def model_flops_per_token(config: ModelConfig, seq_len: int) -> int:
     d, hd = config.hidden_size, config.head_dim
     qkvo = 2 * d * hd * (2 * config.num_attention_heads + 2 * config.num_key_value_heads)
     attention = 2 * 2 * config.num_attention_heads * hd * seq_len / 2  # QK^T and AV, causal half
-    per_layer = qkvo + attention + ffn_flops_per_token(config)
+    per_layer = qkvo + attention + variants.flops_per_token(config)
     return int(config.num_hidden_layers * per_layer + 2 * d * config.vocab_size)
+
+
+def _compare_variants(config) -> int:
+    """One line per registered variant at its default options: widths, parameters, FLOPs."""
+    print(f"{'ffn':>8s} {'h':>6s} {'ffn params/layer':>17s} {'non-emb params':>15s} {'ffn flops/tok':>14s}")
+    for name in variants.names():
+        model_config = apply_overrides(config, [f"model.ffn={name}"]).model
+        with torch.device("meta"):
+            counts = parameter_counts(build_model(model_config))
+        print(f"{name:>8s} {variants.hidden_size(model_config):>6d} "
+              f"{variants.parameter_count(model_config):>17,d} {counts['non_embedding']:>15,d} "
+              f"{variants.flops_per_token(model_config):>14,d}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Parameter count and FLOPs of a model config.")
     parser.add_argument("--preset", default="micro")
-    parser.add_argument("--ffn", default=None, help="FFN variant (default: the preset's)")
+    parser.add_argument("--ffn", default=None, help="FFN variant (default: the preset's); 'all' compares "
+                        "every registered variant")
+    parser.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
+                        help="a .py file registering your own FFN variant (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = parser.parse_args(argv)
     try:
-        overrides = ([f"model.ffn={args.ffn}"] if args.ffn else []) + args.overrides
+        for path in args.ffn_module:
+            variants.load_plugin(path)
+        overrides = ([f"model.ffn={args.ffn}"] if args.ffn not in (None, "all") else []) + args.overrides
         config = apply_overrides(preset(args.preset), overrides)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.ffn == "all":
+        return _compare_variants(config)
     with torch.device("meta"):
         model = build_model(config.model)
     counts = parameter_counts(model)
     for key, value in counts.items():
         print(f"{key:>14s}: {value:>13,d}  ({value / 1e6:.2f}M)")
-    ffn_flops = config.model.num_hidden_layers * ffn_flops_per_token(config.model)
+    ffn_flops = config.model.num_hidden_layers * variants.flops_per_token(config.model)
     print(f"{'ffn flops/tok':>14s}: {ffn_flops:>13,d}  (all layers, forward)")
     print(f"{'model flops/tok':>14s}: {model_flops_per_token(config.model, config.train.seq_len):>13,d}"
           f"  (forward, seq {config.train.seq_len})")

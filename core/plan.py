@@ -22,7 +22,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from core.config import RunConfig, variant_label
-from core.diagnostics import RoutingProbe, dual_layers, forced_route, interference_probe, mean_val_loss
+from core.diagnostics import RoutingProbe, forced_route, interference_probe, knockout_names, mean_val_loss
 from core.model import CausalLM, model_flops_per_token, parameter_counts, weights_state
 
 # Share of the device's free memory a run may plan to use. CUDA: the caching allocator needs
@@ -152,14 +152,15 @@ def stage_functions(model: CausalLM, config: RunConfig, device: torch.device, mi
     """Zero-argument callables running each stage once at `micro_batch` on random tokens."""
     x, y = _random_batch(config, micro_batch, device)
     rows = min(PROBE_ROWS, micro_batch)
-    diagnose = config.train.diagnostics and bool(dual_layers(model))
     out = {TRAIN_STAGE: lambda: _train_micro_step(model, x, y, autocast),
            EVAL_STAGE: lambda: _eval_micro_batch(model, x, y, autocast)}
-    if diagnose:
+    if config.train.diagnostics:
         out["interference probe"] = lambda: interference_probe(model, x[:rows], y[:rows], device, autocast)
+    knockouts = knockout_names(model) if config.train.diagnostics else []
+    if knockouts:
 
         def knockout() -> None:
-            with forced_route(model, "sparse"):
+            with forced_route(model, knockouts[-1]):
                 mean_val_loss(model, [(x, y)], device, autocast)
 
         out["knock-out"] = knockout

@@ -20,13 +20,14 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 import core.diagnostics
+from core import variants
 from core.band_plot import band_traces, variant_color
-from core.config import ModelConfig
-from core.ffn import ffn_hidden_size
+from core.config import RunConfig
 from core.runs import experiment_records, runs_root, validate_name
 from core.stats import TABLE1_CELLS, TABLE1_NOTE, seed_band, table1, table1_cells
 
 DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
+# Groups drawn first, in this order; any other group with per-layer keys (group/L{i}/name) follows.
 DIAGNOSTIC_GROUPS = ("routing", "threshold", "sparsity", "interference", "alpha")
 # Subplot order within each group; names not listed follow alphabetically.
 METRIC_ORDER = ["sparse_weight", "mostly_sparse", "entropy", "entropy_of_mean", "mutual_info",
@@ -96,7 +97,10 @@ def _tokens(record: dict) -> str:
 
 def _model_shape(record: dict) -> str:
     model = record["config"]["model"]
-    hidden = ffn_hidden_size(ModelConfig(**model))
+    try:
+        hidden = variants.hidden_size(RunConfig.from_dict(record["config"]).model)
+    except ValueError:  # a plugin variant whose file is not loaded here
+        hidden = model.get("ffn_hidden") or model["intermediate_size"]
     return f"d={model['hidden_size']}, {model['num_hidden_layers']} layers, FFN h={hidden}"
 
 
@@ -204,12 +208,16 @@ def diagnostic_keys(groups: dict[str, list[list[dict]]]) -> dict[str, dict[str, 
     out: dict[str, dict[str, dict[str, str]]] = {}
     for key in keys:
         match = _KEY.match(key)
-        if not match or match["group"] not in DIAGNOSTIC_GROUPS:
+        if not match or (match["layer"] is None and match["group"] not in DIAGNOSTIC_GROUPS):
             continue
         name = match["name"] or match["flat"] or ("theta" if match["group"] == "threshold" else "value")
         layer = f"L{match['layer']}" if match["layer"] is not None else "all"
         out.setdefault(match["group"], {}).setdefault(name, {}).setdefault(layer, key)
     return out
+
+
+def _group_order(group: str) -> tuple[int, str]:
+    return (DIAGNOSTIC_GROUPS.index(group) if group in DIAGNOSTIC_GROUPS else len(DIAGNOSTIC_GROUPS), group)
 
 
 def _metric_sort(name: str) -> tuple[int, str]:
@@ -249,11 +257,19 @@ def diagnostics_figure(metrics: dict[str, dict[str, str]],
 # ---------------------------------------------------------------------------- the page
 
 
-def _glossary() -> str:
-    """The metric definitions, from core.diagnostics' docstring (one source for both)."""
-    doc = core.diagnostics.__doc__ or ""
-    start = doc.find("\n", doc.find("Definitions")) + 1
-    return doc[start:].strip("\n")
+def _glossary(records: list[dict]) -> str:
+    """The metric definitions: each variant's module docstring (one source for code and report),
+    then the generic ones of core.diagnostics."""
+    docs = []
+    for name in dict.fromkeys(r["config"]["model"].get("ffn", "") for r in records):
+        try:
+            module = sys.modules[variants.module_class(name).__module__]
+        except ValueError:  # a plugin variant whose file is not loaded here
+            continue
+        docs.append(f"{name}: {(module.__doc__ or '').strip()}")
+    generic = core.diagnostics.__doc__ or ""
+    docs.append(generic[generic.find("interference ("):].strip())
+    return "\n\n".join(docs)
 
 
 def _sections(records: list[dict], baseline: str | None) -> list[str]:
@@ -275,10 +291,10 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
     if not diagnostics:
         parts.append("<p class=note>No run logged diagnostic metrics (routing/, threshold/, "
                      "sparsity/, interference/, alpha/).</p>")
-    for group in (g for g in DIAGNOSTIC_GROUPS if g in diagnostics):
+    for group in sorted(diagnostics, key=_group_order):
         title = f"{group}/… (mean ± std over seeds; colour = layer, dash = variant)"
         parts.append(_figure_html(title, diagnostics_figure(diagnostics[group], groups)))
-    parts += ["<h3>Definitions</h3>", f"<pre>{html.escape(_glossary())}</pre>"]
+    parts += ["<h3>Definitions</h3>", f"<pre>{html.escape(_glossary(records))}</pre>"]
     return parts
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.runs import Run, experiment_records, runs_root, validate_name
 from core.stats import format_table, table1
-from core.train import MALLOC_ENV
+from core.train import MALLOC_ENV, load_ffn_modules
 
 
 @dataclass
@@ -50,6 +50,8 @@ def grid(preset_name: str, variants: list[str], seeds: list[int], overrides: lis
             extra += [f"train.steps={steps}"] * (steps is not None)
             extra += [f"data.source={data}"] * (data is not None)
             config = apply_overrides(preset(preset_name), extra + overrides)
+            if config.model.ffn_module:  # a plugin variant: the child process loads the same file
+                flags += ["--ffn-module", config.model.ffn_module]
             cells.append(Cell(variant_label(config.model), seed, config, flags))
     return cells
 
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="micro")
     p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
     p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
+    p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
+                   help="a .py file registering your own FFN variant (repeatable)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--data", default=None)
@@ -122,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    try:
+        load_ffn_modules(args.ffn_module)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.recipe:
         return _main_recipe(args)
     try:

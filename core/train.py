@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from core import variants
 from core.compile_check import require_compiled_gradients
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.data import Batches, load_tokens, val_batches
@@ -442,7 +443,10 @@ def _record_failure(run: Run, trainer: Trainer, error: BaseException) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train one run.")
     p.add_argument("--preset", default=None, help="micro, tiny, small or paper (default micro)")
-    p.add_argument("--ffn", default=None, help="FFN variant: swiglu or dual")
+    p.add_argument("--ffn", default=None, help="FFN variant (python -m core.config --list shows them)")
+    p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
+                   help="a .py file registering your own FFN variant (repeatable; also "
+                   f"${variants.PLUGIN_ENV})")
     p.add_argument("--variant", default=None, help="variant label, e.g. dual+ffn_share=none")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -513,6 +517,13 @@ def print_plan(config: RunConfig) -> None:
     print(format_plan(run_plan(model, config, device, autocast, bf16)))
 
 
+def load_ffn_modules(paths: list[str]) -> None:
+    """Register the plugin variants of --ffn-module and of $EXPLORER_FFN_MODULES."""
+    variants.load_plugins_from_env()
+    for path in paths:
+        variants.load_plugin(path)
+
+
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
     """Build the run config from CLI flags; with --resume and no shape flags, the stored one."""
     shaped = any(v is not None for v in (args.preset, args.ffn, args.variant, args.seed, args.steps,
@@ -562,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ignore_file_size_signal()
     try:
+        load_ffn_modules(args.ffn_module)
         config = config_from_args(args)
         run = resolve_run(args, config)
         if args.resume:

@@ -4,6 +4,7 @@ Pure functions from JSON-friendly data to figures; no Gradio here, so they are u
 """
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from core.band_plot import band_traces, rgba, variant_color
 from core.stats import Band
@@ -63,4 +64,26 @@ def layer_params_figure(per_layer: dict[str, list[float]]) -> go.Figure:
                              marker_color=variant_color(i)))
     fig.update_layout(barmode="group", template="plotly_white", height=280,
                       margin=dict(l=50, r=20, t=30, b=40))
+    return fig
+
+
+def stats_heatmaps(results: list[dict]) -> go.Figure | None:
+    """Tokens (x) by layers (y): one heatmap per run and per-token statistic it reports, each on
+    the range its variant declares; None when no run reports one."""
+    panels = [(r, name) for r in results for name in r["token_stats"]]
+    if not panels:
+        return None
+    titles = [f"{r['run']}: {name} ({r['stat_info'][name]['meaning']})" for r, name in panels]
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=titles, vertical_spacing=0.5 / len(panels))
+    for row, (result, name) in enumerate(panels, start=1):
+        values, info = result["token_stats"][name], result["stat_info"][name]
+        labels = [f"{i}:{t!r}"[:24] for i, t in enumerate(result["tokens"])]
+        fig.add_trace(go.Heatmap(z=values, x=labels, y=[f"L{i}" for i in range(len(values))],
+                                 zmin=info["low"], zmax=info["high"], colorscale="Viridis",
+                                 showscale=False, hovertemplate="%{x}<br>%{y}: %{z:.3f}<extra></extra>"),
+                      row=row, col=1)
+        fig.update_xaxes(showticklabels=len(labels) <= 80, row=row, col=1)
+    layers = max(len(r["token_stats"][n]) for r, n in panels)
+    fig.update_layout(template="plotly_white", height=len(panels) * (90 + 22 * layers),
+                      margin=dict(l=40, r=20, t=40, b=40))
     return fig

@@ -4,6 +4,7 @@ Each public method validates its inputs and raises ValueError with one clear mes
 Gradio layer turns that into a UI message. Everything that touches runs/ goes through core.
 """
 
+import json
 import math
 import re
 import tempfile
@@ -116,16 +117,14 @@ def _lr_override(value) -> list[str]:
         raise ValueError(f"lr must be a number, got {str(value)[:40]!r}") from None
 
 
-def dual_label(share: str = "all", threshold: str = "jumprelu", z_loss: float | None = None,
-               balance: float | None = None, hidden: int | None = None, match: str = "width") -> str:
-    """The variant label of a dual FFN with these options (defaults omitted)."""
-    overrides = ["ffn=dual", f"ffn_share={share}", f"ffn_threshold={threshold}", f"ffn_match={match}"]
-    if z_loss is not None:
-        overrides.append(f"router_z_loss={float(z_loss)}")
-    if balance is not None:
-        overrides.append(f"router_balance_loss={float(balance)}")
+def variant_choice(ffn: str, options: dict | None = None, hidden: int | None = None,
+                   match: str = "width") -> str:
+    """The variant label of FFN `ffn` with these options (defaults omitted); ValueError naming
+    the option when one is invalid."""
+    overrides = [f"model.ffn={ffn}", f"model.ffn_match={match}"]
+    overrides += [f"model.{name}={json.dumps(value)}" for name, value in (options or {}).items()]
     if hidden:
-        overrides.append(f"ffn_hidden={int(hidden)}")
+        overrides.append(f"model.ffn_hidden={int(hidden)}")
     return variant_label(apply_overrides(preset("micro"), overrides).model)
 
 
@@ -141,7 +140,7 @@ def _check_locked(config, base) -> None:
     changed += [f"train.{k}" for k, v in vars(config.train).items()
                 if k not in _FREE_TRAIN and getattr(base.train, k) != v]
     changed += [f"model.{k}" for k, v in vars(config.model).items()
-                if not k.startswith(("ffn", "threshold_", "router_")) and getattr(base.model, k) != v]
+                if not k.startswith("ffn") and getattr(base.model, k) != v]
     if config.model.ffn_hidden > 4 * base.model.intermediate_size:
         changed.append("model.ffn_hidden (at most 4x the preset's FFN width)")
     if changed:

@@ -1,69 +1,18 @@
-"""Feed-forward variants: SwiGLU and the report's dual path (dense + learned-threshold sparse).
+"""The learned-threshold activations of the dual path's sparse path, all maths in one place.
 
-Every FFN maps ``x [B, T, d] -> (y [B, T, d], aux_loss scalar, stats dict)``; stats are only
-computed when asked. Variants are registered by name in :data:`FFN_REGISTRY`.
+Three kinds: ``jumprelu`` (z * H(z - theta), straight-through with a rectangle-kernel
+pseudo-gradient for theta), ``shifted_relu`` (relu(z - theta), exact gradients) and ``cats``
+(silu(g) masked where |silu(g)| / rms < theta, sigmoid surrogate gradient). theta is a learned
+scalar in units of the per-token rms. Here: the score and the gradient window (diagnostics), the
+plain autograd form (the reference) and the fused mix kernel of the dual path (same maths,
+recomputed in backward chunk by chunk).
 """
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from core.config import ModelConfig
-
-FFN_REGISTRY: dict[str, type[nn.Module]] = {}
-
-
-def register_ffn(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding an FFN to the registry under `name`."""
-
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
-        FFN_REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def build_ffn(config: ModelConfig) -> nn.Module:
-    """Instantiate the FFN variant named by ``config.ffn``."""
-    return FFN_REGISTRY[config.ffn](config)
-
-
-def _projection_count(config: ModelConfig) -> int:
-    """d x h matrices per FFN: SwiGLU 3, dual share=all 3, updown 4, none 6."""
-    if config.ffn == "swiglu":
-        return 3
-    return {"all": 3, "updown": 4, "none": 6}[config.ffn_share]
-
-
-def ffn_hidden_size(config: ModelConfig) -> int:
-    """Hidden width of the FFN: explicit, width-matched, or parameter-matched to SwiGLU."""
-    if config.ffn_hidden:
-        return config.ffn_hidden
-    if config.ffn_match == "width":
-        return config.intermediate_size
-    return max(1, round(config.intermediate_size * 3 / _projection_count(config)))
-
-
-def _linear(d_in: int, d_out: int) -> nn.Linear:
-    return nn.Linear(d_in, d_out, bias=False)
-
-
-@register_ffn("swiglu")
-class SwiGLU(nn.Module):
-    """``down(silu(gate(x)) * up(x))``, as Qwen2MLP."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        hidden = ffn_hidden_size(config)
-        self.gate_proj = _linear(config.hidden_size, hidden)
-        self.up_proj = _linear(config.hidden_size, hidden)
-        self.down_proj = _linear(hidden, config.hidden_size)
-
-    def forward(self, x: torch.Tensor, return_stats: bool = False):
-        y = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return y, x.new_zeros(()), {}
+KINDS = ("jumprelu", "shifted_relu", "cats")
+CATS_WINDOW = 3.0  # cats: theta's gradient window, in multiples of the sigmoid bandwidth
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -99,21 +48,43 @@ def _rms(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt().to(t.dtype)
 
 
-def threshold_activation(kind: str, g: torch.Tensor, theta: torch.Tensor, eps: float):
-    """Sparse-path activation of the gate pre-activation `g` with learned scalar `theta`."""
-    if kind == "jumprelu":
-        scale = _rms(g)
-        return _JumpReLU.apply(g / scale, theta.to(g.dtype), eps) * scale
-    if kind == "shifted_relu":
-        scale = _rms(g)
-        return F.relu(g / scale - theta.to(g.dtype)) * scale
+def score(kind: str, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score, scale) of gate pre-activations `g` [..., h]: what theta is compared with, and the
+    per-token rms [..., 1] it is measured in. jumprelu / shifted_relu: g / rms(g); cats:
+    |silu(g)| / rms(silu(g)). Differentiable in g (the scale is not)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown threshold type {kind!r}; one of {', '.join(KINDS)}")
     if kind == "cats":
         a = F.silu(g)
-        score = a.abs() / _rms(a)
-        soft = torch.sigmoid((score - theta.to(g.dtype)) / eps)
-        hard = (score > theta.to(g.dtype)).to(g.dtype)
-        return a * (hard + (soft - soft.detach()))  # exactly the hard mask, gradient of the soft
-    raise ValueError(f"unknown threshold type {kind!r}")
+        scale = _rms(a)
+        return a.abs() / scale, scale
+    scale = _rms(g)
+    return g / scale, scale
+
+
+def window(kind: str, z: torch.Tensor, theta: float, bandwidth: float) -> torch.Tensor:
+    """Where theta gets gradient from a unit with score `z`: jumprelu's rectangle kernel
+    |z - theta| < bandwidth / 2; shifted_relu every active unit (z > theta); cats where the
+    sigmoid estimator's slope is above ~18% of its peak, |z - theta| < CATS_WINDOW * bandwidth."""
+    if kind == "jumprelu":
+        return (z - theta).abs() < bandwidth / 2
+    if kind == "shifted_relu":
+        return z > theta
+    return (z - theta).abs() < CATS_WINDOW * bandwidth
+
+
+def threshold_activation(kind: str, g: torch.Tensor, theta: torch.Tensor, eps: float):
+    """Sparse-path activation of the gate pre-activation `g` with learned scalar `theta`: the
+    plain (autograd) form that the fused kernel is checked against."""
+    z, scale = score(kind, g)
+    theta = theta.to(g.dtype)
+    if kind == "jumprelu":
+        return _JumpReLU.apply(z, theta, eps) * scale
+    if kind == "shifted_relu":
+        return F.relu(z - theta) * scale
+    soft = torch.sigmoid((z - theta) / eps)
+    hard = (z > theta).to(g.dtype)
+    return F.silu(g) * (hard + (soft - soft.detach()))  # exactly the hard mask, gradient of the soft
 
 
 # Elements per chunk of the fused kernel on CPU (1 MB of fp32): its temporaries stay a few
@@ -277,107 +248,9 @@ def _theta_grad(kind, eps, theta, scale, c_s, theta_terms) -> torch.Tensor:
     return total.to(theta.dtype).reshape(theta.shape)
 
 
-FUSED_THRESHOLDS = ("jumprelu", "shifted_relu", "cats")
+FUSED_THRESHOLDS = KINDS  # the fused kernel covers every kind
 
 
-class Router(nn.Module):
-    """Soft 2-way router (dense, sparse) in fp32, zero-initialised so it starts at 1/2, 1/2."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.proj = nn.Linear(config.hidden_size, 2)
-        self.temperature = config.router_temperature
-        self.z_loss_weight = config.router_z_loss
-        self.balance_weight = config.router_balance_loss
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return weights [..., 2] (fp32) and the router's auxiliary loss."""
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = F.linear(x.float(), self.proj.weight.float(), self.proj.bias.float())
-        logits = logits / self.temperature
-        weights = logits.softmax(-1)
-        return weights, self._aux_loss(logits, weights)
-
-    def _aux_loss(self, logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        loss = self.z_loss_weight * torch.logsumexp(logits, -1).pow(2).mean()
-        if self.balance_weight:
-            # Switch-Transformer balance: n * sum_i (share of tokens argmax-routed to i) * mean p_i
-            flat = weights.reshape(-1, 2)
-            share = F.one_hot(flat.argmax(-1), 2).float().mean(0)
-            loss = loss + self.balance_weight * 2 * (share * flat.mean(0)).sum()
-        return loss
-
-
-@register_ffn("dual")
-class DualPathFFN(nn.Module):
-    """Report's dual path: a router mixes a dense SwiGLU path and a learned-threshold sparse path.
-
-    ``share="all"``: one gate/up/down; ``updown``: the sparse path has its own gate;
-    ``none``: each path has its own gate/up/down (the report's "initial design").
-    Output = ``r_d * a_d * dense + r_s * a_s * sparse`` (mixed before ``down`` when it is shared).
-    """
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        d, h = config.hidden_size, ffn_hidden_size(config)
-        self.share = config.ffn_share
-        self.threshold_kind = config.ffn_threshold
-        self.bandwidth = config.threshold_bandwidth
-        self.gate_proj, self.up_proj, self.down_proj = _linear(d, h), _linear(d, h), _linear(h, d)
-        if self.share in ("updown", "none"):
-            self.sparse_gate_proj = _linear(d, h)
-        if self.share == "none":
-            self.sparse_up_proj, self.sparse_down_proj = _linear(d, h), _linear(h, d)
-        self.router = Router(config)
-        # The fused kernel covers the shared-projection path of the two thresholds it knows.
-        self.fused = config.ffn_fused and self.share == "all" and self.threshold_kind in FUSED_THRESHOLDS
-        self.threshold = nn.Parameter(torch.tensor(float(config.threshold_init)))
-        self.alpha_dense = nn.Parameter(torch.tensor(1.0))
-        self.alpha_sparse = nn.Parameter(torch.tensor(1.0))
-
-    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden activations of the dense and the sparse path, each [..., h]."""
-        g, u = self.gate_proj(x), self.up_proj(x)
-        dense = F.silu(g) * u
-        g_s = g if self.share == "all" else self.sparse_gate_proj(x)
-        u_s = self.sparse_up_proj(x) if self.share == "none" else u
-        sparse_act = threshold_activation(self.threshold_kind, g_s, self.threshold, self.bandwidth)
-        return dense, sparse_act * u_s
-
-    def forward(self, x: torch.Tensor, return_stats: bool = False):
-        weights, aux = self.router(x)
-        r_d, r_s = (w.unsqueeze(-1).to(x.dtype) for w in weights.unbind(-1))
-        c_d, c_s = r_d * self.alpha_dense.to(x.dtype), r_s * self.alpha_sparse.to(x.dtype)
-        if self.fused and not return_stats:
-            g, u = self.gate_proj(x), self.up_proj(x)
-            mixed = _FusedDualMix.apply(g, u, c_d, c_s, self.threshold, self.threshold_kind, self.bandwidth)
-            return self.down_proj(mixed), aux, {}
-        dense, sparse = self._paths(x)
-        if self.share == "none":
-            y = c_d * self.down_proj(dense) + c_s * self.sparse_down_proj(sparse)
-        else:
-            y = self.down_proj(c_d * dense + c_s * sparse)
-        stats = self._stats(weights, sparse) if return_stats else {}
-        return y, aux, stats
-
-    def _stats(self, weights: torch.Tensor, sparse: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "router_sparse": weights[..., 1].detach(),
-            "zero_frac": (sparse == 0).float().mean(-1).detach(),
-            "theta": self.threshold.detach().float(),
-            "alpha_dense": self.alpha_dense.detach().float(),
-            "alpha_sparse": self.alpha_sparse.detach().float(),
-        }
-
-
-def ffn_flops_per_token(config: ModelConfig) -> int:
-    """Forward matmul FLOPs of one FFN layer per token (2 per multiply-add), router included."""
-    hidden = ffn_hidden_size(config)
-    flops = 2 * _projection_count(config) * config.hidden_size * hidden
-    if config.ffn == "dual":
-        flops += 2 * config.hidden_size * 2
-    return flops
-
-
-__all__ = ["FFN_REGISTRY", "register_ffn", "build_ffn", "ffn_hidden_size", "ffn_flops_per_token",
-           "threshold_activation", "SwiGLU", "DualPathFFN", "Router"]
+def fused_mix(g, u, c_d, c_s, theta, kind: str, eps: float) -> torch.Tensor:
+    """``c_d * silu(g) * u + c_s * thr(g) * u`` through the fused kernel."""
+    return _FusedDualMix.apply(g, u, c_d, c_s, theta, kind, eps)

@@ -1,0 +1,22 @@
+"""SwiGLU (Shazeer 2020), as Qwen2MLP: ``down(silu(gate(x)) * up(x))``. The baseline."""
+
+import torch
+import torch.nn.functional as F
+
+from core.ffns.base import FFN, linear
+from core.variants import FFNSpec, register_ffn
+
+SPEC = FFNSpec(name="swiglu", summary="SwiGLU: down(silu(gate x) * up x), the Qwen2 MLP and the baseline")
+
+
+@register_ffn(SPEC)
+class SwiGLU(FFN):
+    def __init__(self, config):
+        super().__init__(config)
+        self.gate_proj = linear(config.hidden_size, self.hidden)
+        self.up_proj = linear(config.hidden_size, self.hidden)
+        self.down_proj = linear(self.hidden, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, return_stats: bool = False):
+        y = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return y, x.new_zeros(()), {}
