@@ -357,6 +357,7 @@ def apply_overrides(config: RunConfig, overrides: list[str] | None) -> RunConfig
             continue
         hints = typing.get_type_hints(_SECTIONS[section])
         changes[section][name] = _coerce(key, _parse_value(text), hints[name])
+    options.update(changes["model"].get("ffn_options", {}))  # a whole mapping, then single options
     changes["model"]["ffn_options"] = {**options, **changes["ffn_options"]}
     return RunConfig(preset=config.preset,
                      model=dataclasses.replace(config.model, **changes["model"]),

@@ -45,6 +45,11 @@ def probed_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
     return [(i, ffn) for i, ffn in ffn_layers(model) if type(ffn).probe_sums is not FFN.probe_sums]
 
 
+def split_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """The layers whose FFN has two paths to split (it overrides ``path_split``)."""
+    return [(i, ffn) for i, ffn in ffn_layers(model) if type(ffn).path_split is not FFN.path_split]
+
+
 def _token_batches(inputs) -> list[torch.Tensor]:
     """Token ids [B, T], or a list of them, or of (x, y) pairs (``Trainer.val``) -> list of x."""
     if isinstance(inputs, torch.Tensor):
@@ -197,7 +202,7 @@ def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
     dense[m] + sparse[m] is its full gradient. Uses ``torch.autograd.grad``, so no parameter's
     ``.grad`` is touched.
     """
-    splits = {i: ffn.path_split() for i, ffn in ffn_layers(model)}
+    splits = {i: ffn.path_split() for i, ffn in split_layers(model)}
     splits = {i: split for i, split in splits.items() if split is not None}
     ffns = dict(ffn_layers(model))
     watched = {i: ffns[i].watched_parameters() for i in splits}
@@ -255,7 +260,7 @@ def interference_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devic
     Leaves every ``.grad``, the parameters and the RNG as they were. Cost: one training step's
     forward and backward on (x, y); pass a few sequences (e.g. the first val batch's rows).
     """
-    if not any(ffn.path_split() is not None for _, ffn in ffn_layers(model)):
+    if not split_layers(model):
         return {}
     out = {}
     for i, split in split_gradients(model, x, y, device, autocast).items():
@@ -331,6 +336,6 @@ def knockout_losses(model: nn.Module, batches: Iterable, device: torch.device | 
     return out
 
 
-__all__ = ["DIAGNOSTIC_PREFIXES", "ffn_layers", "probed_layers", "routing_metrics", "threshold_grad_norms",
-           "RoutingProbe", "interference_probe", "split_gradients", "forced_route", "knockout_names",
-           "knockout_losses", "mean_val_loss", "interference_summary"]
+__all__ = ["DIAGNOSTIC_PREFIXES", "ffn_layers", "probed_layers", "split_layers", "routing_metrics",
+           "threshold_grad_norms", "RoutingProbe", "interference_probe", "split_gradients", "forced_route",
+           "knockout_names", "knockout_losses", "mean_val_loss", "interference_summary"]

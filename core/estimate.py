@@ -61,6 +61,8 @@ def calibration_command(config: RunConfig) -> list[str]:
     for section in ("model", "train"):
         for name, value in config.to_dict()[section].items():
             command += ["--set", f"{section}.{name}={json.dumps(value)}"]
+    if config.model.ffn_module:  # a plugin variant: the child must load the same file
+        command += ["--ffn-module", config.model.ffn_module]
     return command
 
 

@@ -22,7 +22,14 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from core.config import RunConfig, variant_label
-from core.diagnostics import RoutingProbe, forced_route, interference_probe, knockout_names, mean_val_loss
+from core.diagnostics import (
+    RoutingProbe,
+    forced_route,
+    interference_probe,
+    knockout_names,
+    mean_val_loss,
+    split_layers,
+)
 from core.model import CausalLM, model_flops_per_token, parameter_counts, weights_state
 
 # Share of the device's free memory a run may plan to use. CUDA: the caching allocator needs
@@ -154,7 +161,7 @@ def stage_functions(model: CausalLM, config: RunConfig, device: torch.device, mi
     rows = min(PROBE_ROWS, micro_batch)
     out = {TRAIN_STAGE: lambda: _train_micro_step(model, x, y, autocast),
            EVAL_STAGE: lambda: _eval_micro_batch(model, x, y, autocast)}
-    if config.train.diagnostics:
+    if config.train.diagnostics and split_layers(model):
         out["interference probe"] = lambda: interference_probe(model, x[:rows], y[:rows], device, autocast)
     knockouts = knockout_names(model) if config.train.diagnostics else []
     if knockouts:

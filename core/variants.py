@@ -220,20 +220,29 @@ def load_plugin(path: str | Path) -> list[str]:
     before = set(_SPECS)
     _LOADING.append((str(path), file_sha256(path)))
     try:
-        loader = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[module_name] = module
-        loader.loader.exec_module(module)
+        _import_file(module_name, path)
+        added = sorted(set(_SPECS) - before)
+        if not added:
+            raise ValueError(f"FFN module {path} registered no variant (decorate a class with "
+                             "@register_ffn(FFNSpec(...)))")
     except Exception as error:
+        # nothing half-loaded stays: neither the module nor a variant it registered before failing
         sys.modules.pop(module_name, None)
+        for name in set(_SPECS) - before:
+            del _SPECS[name], _MODULES[name]
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise
         raise ValueError(f"FFN module {path} failed to load: {type(error).__name__}: {error}") from error
     finally:
         _LOADING.pop()
-    added = sorted(set(_SPECS) - before)
-    if not added:
-        raise ValueError(f"FFN module {path} registered no variant (decorate a class with "
-                         "@register_ffn(FFNSpec(...)))")
     return added
+
+
+def _import_file(module_name: str, path: Path) -> None:
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[module_name] = module
+    loader.loader.exec_module(module)
 
 
 _LOADING: list[tuple[str, str]] = []  # the plugin file being imported: its variants record it

@@ -1,5 +1,6 @@
 """Shared fixtures: offline Hub, deterministic torch, tiny configs."""
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from core import variants  # noqa: E402
 from core.config import ModelConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +31,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+def build_ffn(config: ModelConfig) -> torch.nn.Module:
+    """One FFN layer of `config`'s variant."""
+    return variants.module_class(config.ffn)(config)
+
+
 def tiny_model_config(**overrides) -> ModelConfig:
-    """A very small model shape for unit tests (GQA included)."""
+    """A very small model shape for unit tests (GQA included); keywords that are not ModelConfig
+    fields are the variant's options (ffn_share=..., moe_experts=...)."""
     base = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    base.update(overrides)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    base.update({k: v for k, v in overrides.items() if k in fields})
+    base["ffn_options"] = {k: v for k, v in overrides.items() if k not in fields}
     return ModelConfig(**base)
 
 

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++"))
                                 reason="inductor needs a C++ compiler")
 
 
-VARIANTS = [dict(ffn="dual"), dict(ffn="dual", ffn_threshold="cats"), dict(ffn="swiglu")]
+VARIANTS = [dict(ffn="dual"), dict(ffn="dual", ffn_options=dict(ffn_threshold="cats")), dict(ffn="swiglu"),
+            dict(ffn="moe", ffn_options=dict(moe_experts=3, moe_top_k=2))]
 
 
 @pytest.mark.parametrize("options", VARIANTS)

@@ -28,7 +28,8 @@ def test_unknown_preset_names_choices():
 @pytest.mark.parametrize("override, field", [
     ("num_attention_heads=3", "num_attention_heads"),
     ("num_key_value_heads=3", "num_key_value_heads"),
-    ("ffn=moe", "ffn"),
+    ("ffn=nonexistent", "ffn"),
+    ("moe_experts=0", "moe_experts"),
     ("hidden_size=0", "hidden_size"),
     ("intermediate_size=-4", "intermediate_size"),
     ("threshold_init=0", "threshold_init"),
@@ -64,7 +65,7 @@ def test_overrides_parse_json_and_sections():
     config = apply_overrides(preset("micro"), ["lr=1e-3", "train.steps=7", "ffn=dual",
                                                "ffn_share=none", "compile=true", "data.source=/tmp/x"])
     assert config.train.lr == 1e-3 and config.train.steps == 7 and config.train.compile is True
-    assert config.model.ffn == "dual" and config.model.ffn_share == "none"
+    assert config.model.ffn == "dual" and config.model.ffn_options["ffn_share"] == "none"
     assert config.data.source == "/tmp/x"
     assert preset("micro").train.steps == 150  # presets are not mutated
 
@@ -79,7 +80,7 @@ def test_from_dict_rejects_unknown_fields():
 def test_variant_labels_round_trip():
     assert variant_label(ModelConfig(ffn="swiglu")) == "swiglu"
     assert variant_label(ModelConfig(ffn="dual")) == "dual"
-    label = variant_label(ModelConfig(ffn="dual", ffn_share="none", router_z_loss=0.01))
+    label = variant_label(ModelConfig(ffn="dual", ffn_options={"ffn_share": "none", "router_z_loss": 0.01}))
     assert label == "dual+ffn_share=none+router_z_loss=0.01"
     ffn, overrides = parse_variant(label)
     rebuilt = apply_overrides(preset("micro"), overrides).model

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from core import diagnostics as D
+from core.ffns import dual
 from core.model import build_model
 from tests.conftest import tiny_model_config
 
@@ -22,7 +23,7 @@ def _batch(b: int = 3, t: int = 16):
 def _set_router(model, bias: tuple[float, float]) -> None:
     """Zero router weights and a fixed bias: every token gets softmax(bias)."""
     with torch.no_grad():
-        for _, ffn in D.dual_layers(model):
+        for _, ffn in D.probed_layers(model):
             ffn.router.proj.weight.zero_()
             ffn.router.proj.bias.copy_(torch.tensor(bias))
 
@@ -55,7 +56,7 @@ def test_routing_entropy_and_collapse_by_hand(bias):
 def test_mutual_information_of_token_dependent_routing():
     a = 2.0
     logits = torch.tensor([[a, -a], [-a, a], [a, -a], [-a, a]])  # half the tokens each way
-    m = D.routing_summary(D.routing_sums(logits))
+    m = dual.routing_summary(dual.routing_sums(logits))
     p = 1 / (1 + math.exp(2 * a))
     assert m["entropy"] == pytest.approx(_h2(p))
     assert m["entropy_of_mean"] == pytest.approx(1.0)  # the mean is an even split
@@ -66,9 +67,9 @@ def test_mutual_information_of_token_dependent_routing():
 
 def test_routing_sums_pool_exactly_over_batches():
     logits = torch.randn(10, 2) * 3
-    whole = D.routing_summary(D.routing_sums(logits))
-    parts = [D.routing_sums(logits[:3]), D.routing_sums(logits[3:])]
-    pooled = D.routing_summary({k: parts[0][k] + parts[1][k] for k in parts[0]})
+    whole = dual.routing_summary(dual.routing_sums(logits))
+    parts = [dual.routing_sums(logits[:3]), dual.routing_sums(logits[3:])]
+    pooled = dual.routing_summary({k: parts[0][k] + parts[1][k] for k in parts[0]})
     assert pooled == pytest.approx(whole)
 
 
@@ -76,7 +77,7 @@ def test_routing_sums_pool_exactly_over_batches():
 def test_routing_metrics_agree_with_model_stats(fused):
     model = _model(ffn_fused=fused)
     with torch.no_grad():
-        for _, ffn in D.dual_layers(model):
+        for _, ffn in D.probed_layers(model):
             ffn.router.proj.weight.normal_(0, 0.5)  # token-dependent routing
     batches = [_batch(), _batch()]
     metrics = D.routing_metrics(model, batches, "cpu")
@@ -99,7 +100,7 @@ def test_routing_probe_collects_inside_any_forward():
     with D.RoutingProbe(model) as probe, torch.no_grad():
         model(x, y, return_stats=True)
     assert probe.metrics() == pytest.approx(D.routing_metrics(model, x, "cpu"))
-    assert not any(ffn._forward_pre_hooks for _, ffn in D.dual_layers(model))
+    assert not any(ffn._forward_pre_hooks for _, ffn in D.probed_layers(model))
 
 
 def test_swiglu_models_give_no_diagnostics():
@@ -122,8 +123,8 @@ def _hand_z(g: torch.Tensor) -> torch.Tensor:
 
 
 def test_dead_and_always_on_units_by_hand():
-    sums = D.threshold_sums("jumprelu", G, torch.ones_like(G), torch.tensor(0.3), 0.4)
-    out = D.threshold_summary(sums, 0.3)
+    sums = dual.threshold_sums("jumprelu", G, torch.ones_like(G), torch.tensor(0.3), 0.4)
+    out = dual.threshold_summary(sums, 0.3)
     assert out["sparsity"]["dead_frac"] == 0.25 and out["sparsity"]["always_on_frac"] == 0.25
     assert out["sparsity"]["zero_frac"] == pytest.approx(5 / 12)  # 12 cells, 7 active
     rms = G.pow(2).mean(-1).add(1e-6).sqrt()  # sqrt(5) for every token
@@ -133,13 +134,14 @@ def test_dead_and_always_on_units_by_hand():
 def test_window_fraction_by_hand():
     z = _hand_z(G)  # |z| is 3/sqrt(5) = 1.342 or 1/sqrt(5) = 0.447
     theta = torch.tensor(0.3)
-    jump = D.threshold_summary(D.threshold_sums("jumprelu", G, torch.ones_like(G), theta, 0.4), 0.3)
+    jump = dual.threshold_summary(dual.threshold_sums("jumprelu", G, torch.ones_like(G), theta, 0.4), 0.3)
     # |z - theta| < 0.2 only for the four z = +0.447 entries
     assert jump["threshold"]["window_frac"] == pytest.approx(4 / 12)
     assert ((z - 0.3).abs() < 0.2).sum().item() == 4
-    shifted = D.threshold_summary(D.threshold_sums("shifted_relu", G, torch.ones_like(G), theta, 0.4), 0.3)
+    sums = dual.threshold_sums("shifted_relu", G, torch.ones_like(G), theta, 0.4)
+    shifted = dual.threshold_summary(sums, 0.3)
     assert shifted["threshold"]["window_frac"] == pytest.approx(7 / 12)  # every active unit
-    narrow = D.threshold_summary(D.threshold_sums("jumprelu", G, torch.ones_like(G), theta, 0.1), 0.3)
+    narrow = dual.threshold_summary(dual.threshold_sums("jumprelu", G, torch.ones_like(G), theta, 0.1), 0.3)
     assert narrow["threshold"]["window_frac"] == 0.0  # theta can no longer learn
 
 
@@ -147,7 +149,7 @@ def test_cats_window_and_units_by_hand():
     a = F.silu(G)
     score = a.abs() / a.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
     theta, eps = 0.5, 0.05
-    out = D.threshold_summary(D.threshold_sums("cats", G, torch.ones_like(G), torch.tensor(theta), eps),
+    out = dual.threshold_summary(dual.threshold_sums("cats", G, torch.ones_like(G), torch.tensor(theta), eps),
                               theta)
     assert out["threshold"]["window_frac"] == pytest.approx(
         ((score - theta).abs() < 3 * eps).float().mean().item())
@@ -163,7 +165,7 @@ def test_threshold_grad_norms_read_the_parameter_grads():
     x, y = _batch()
     model(x, y).loss.backward()
     norms = D.threshold_grad_norms(model)
-    for i, ffn in D.dual_layers(model):
+    for i, ffn in D.probed_layers(model):
         assert norms[f"threshold/L{i}/grad"] == pytest.approx(ffn.threshold.grad.abs().item())
 
 
@@ -179,14 +181,15 @@ def test_split_gradients_sum_to_the_full_gradient(share, kind, fused):
     x, y = _batch()
     model(x, y, return_logits=False).loss.backward()
     split = D.split_gradients(model, x, y, "cpu")
-    for i, ffn in D.dual_layers(model):
+    for i, ffn in D.probed_layers(model):
         assert split[i]["shared"] == SHARED[share]
         for m in SHARED[share]:
             full = getattr(ffn, f"{m}_proj").weight.grad
             total = split[i]["dense"][m] + split[i]["sparse"][m]
             torch.testing.assert_close(total, full, rtol=0, atol=1e-6)
             assert split[i]["dense"][m].abs().sum() > 0 and split[i]["sparse"][m].abs().sum() > 0
-        torch.testing.assert_close(split[i]["theta"], ffn.threshold.grad, rtol=1e-6, atol=1e-9)
+        theta_grad = split[i]["watched"]["threshold/grad"]
+        torch.testing.assert_close(theta_grad, ffn.threshold.grad, rtol=1e-6, atol=1e-9)
 
 
 def test_interference_probe_leaves_grads_params_and_rng_alone():
@@ -200,13 +203,13 @@ def test_interference_probe_leaves_grads_params_and_rng_alone():
     assert torch.equal(torch.get_rng_state(), rng)
     for n, p in model.named_parameters():
         assert torch.equal(p.grad, before[n]) and torch.equal(p.detach(), params[n]), n
-    assert not any("forward" in ffn.__dict__ for _, ffn in D.dual_layers(model))
+    assert not any("forward" in ffn.__dict__ for _, ffn in D.probed_layers(model))
     for i in (0, 1):
         assert -1 <= metrics[f"interference/L{i}/cosine"] <= 1
         assert 0 <= metrics[f"interference/L{i}/neg_frac"] <= 1
         assert metrics[f"interference/L{i}/norm_ratio"] > 0
         assert metrics[f"threshold/L{i}/grad"] == pytest.approx(
-            D.dual_layers(model)[i][1].threshold.grad.abs().item(), rel=1e-4)
+            D.probed_layers(model)[i][1].threshold.grad.abs().item(), rel=1e-4)
 
 
 def test_interference_summary_definitions():
@@ -252,7 +255,7 @@ def _swiglu_twin(dual, alpha_dense: float):
 def test_knockout_of_a_hand_routed_model_is_the_pure_path():
     model = _model()
     with torch.no_grad():
-        for _, ffn in D.dual_layers(model):
+        for _, ffn in D.probed_layers(model):
             ffn.alpha_dense.fill_(1.3)
     batches = [_batch(), _batch()]
     twin = _swiglu_twin(model, 1.3)
@@ -274,14 +277,14 @@ def test_forced_route_restores_the_router():
     x, y = _batch()
     with torch.no_grad():
         before = model(x, y).loss.item()
-        with D.forced_route(model, "sparse"):
-            weights, _ = D.dual_layers(model)[0][1].router(torch.randn(2, 5, 32))
+        with D.forced_route(model, "sparse_only"):
+            weights, _ = D.probed_layers(model)[0][1].router(torch.randn(2, 5, 32))
             assert torch.equal(weights, torch.tensor([0.0, 1.0]).expand(2, 5, 2))
-            with D.forced_route(model, "dense"):  # nested: the inner block wins, then the outer again
-                assert D.dual_layers(model)[0][1].router(torch.randn(1, 32))[0].tolist() == [[1.0, 0.0]]
-            assert D.dual_layers(model)[0][1].router(torch.randn(1, 32))[0].tolist() == [[0.0, 1.0]]
+            with D.forced_route(model, "dense_only"):  # nested: the inner block wins, then the outer again
+                assert D.probed_layers(model)[0][1].router(torch.randn(1, 32))[0].tolist() == [[1.0, 0.0]]
+            assert D.probed_layers(model)[0][1].router(torch.randn(1, 32))[0].tolist() == [[0.0, 1.0]]
         assert model(x, y).loss.item() == before
-    assert not any("forward" in ffn.router.__dict__ for _, ffn in D.dual_layers(model))
+    assert not any("forward" in ffn.router.__dict__ for _, ffn in D.probed_layers(model))
     with pytest.raises(ValueError), D.forced_route(model, "both"):
         pass
 

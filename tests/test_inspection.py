@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from core import inspection
-from core.config import FFN_THRESHOLDS, apply_overrides, preset
+from core.config import apply_overrides, preset
 from core.data import load_tokenizer
+from core.ffns.thresholds import KINDS as FFN_THRESHOLDS
 from core.inspection import MODEL_CACHE_STATS, inspect_text, load_run_model
 from core.model import CausalLM, build_model, weights_state
 from core.runs import Run
@@ -85,18 +86,20 @@ def test_matches_direct_forward(runs, index):
     assert result.mean_loss == pytest.approx(losses.mean().item(), abs=1e-4)
     if index == 0:
         assert result.variant == "swiglu" and stats == {}
-        assert result.router_sparse is result.zero_frac is result.theta is None
+        assert result.token_stats == {} and result.layer_stats == {} and result.stat_info == {}
         return
     assert result.variant.startswith("dual")
     layers = model.config.num_hidden_layers
+    assert set(result.token_stats) == {"router_sparse", "zero_frac"}
+    assert result.stat_info["router_sparse"]["per"] == "token"
     for name in ("router_sparse", "zero_frac"):
-        got = torch.tensor(getattr(result, name))
+        got = torch.tensor(result.token_stats[name])
         assert got.shape == (layers, len(ids))
         assert torch.allclose(got, stats[name][:, 0], atol=1e-5)
-    assert torch.tensor(result.router_sparse).std() > 0.01  # perturbed router: not all 1/2
+    assert torch.tensor(result.token_stats["router_sparse"]).std() > 0.01  # perturbed router: not all 1/2
     for name in ("theta", "alpha_dense", "alpha_sparse"):
-        assert torch.allclose(torch.tensor(getattr(result, name)), stats[name], atol=1e-6)
-        assert len(getattr(result, name)) == layers
+        assert torch.allclose(torch.tensor(result.layer_stats[name]), stats[name], atol=1e-6)
+        assert len(result.layer_stats[name]) == layers
 
 
 def test_truncates_to_context(runs):
@@ -105,7 +108,7 @@ def test_truncates_to_context(runs):
     result = inspect_text(run, long_text)
     assert result.truncated and len(result.ids) == len(result.tokens) == result.max_tokens == 128
     assert long_text.startswith("".join(result.tokens))
-    assert len(result.router_sparse[0]) == 128
+    assert len(result.token_stats["router_sparse"][0]) == 128
     full = load_run_model(run)[1].encode(long_text, add_special_tokens=False).ids
     assert result.ids == full[:128]
     short = inspect_text(run, long_text, max_tokens=10)
@@ -131,7 +134,8 @@ def test_control_characters_and_emoji(runs):
     text = "tab\there\x00nul\x07bell\r\n 🙂 café 日本語 \u200b<|endoftext|>\x1b[0m end"
     result = inspect_text(run, text)
     assert "".join(result.tokens) == text and not result.truncated
-    assert len(result.tokens) == len(result.ids) == len(result.token_loss) == len(result.zero_frac[1])
+    zero_frac = result.token_stats["zero_frac"]
+    assert len(result.tokens) == len(result.ids) == len(result.token_loss) == len(zero_frac[1])
     losses, _ = _reference(model, result.ids)
     assert torch.allclose(torch.tensor(result.token_loss[1:], dtype=torch.float64), losses, atol=1e-4)
     json.dumps(result.to_dict(), allow_nan=False)
@@ -146,13 +150,13 @@ def test_empty_text_is_an_error(runs, text):
 def test_single_token_has_no_loss(runs):
     result = inspect_text(runs[1][0], "a")
     assert result.token_loss == [None] and result.mean_loss is None
-    assert [len(row) for row in result.router_sparse] == [1, 1]
+    assert [len(row) for row in result.token_stats["router_sparse"]] == [1, 1]
 
 
 def test_to_dict_is_json(runs):
     data = inspect_text(runs[0][0], TEXT).to_dict()
-    assert set(data) >= {"run", "variant", "tokens", "ids", "token_loss", "router_sparse", "zero_frac",
-                         "theta", "alpha_dense", "alpha_sparse", "truncated", "max_tokens", "mean_loss"}
+    assert set(data) >= {"run", "variant", "tokens", "ids", "token_loss", "token_stats", "layer_stats",
+                         "stat_info", "truncated", "max_tokens", "mean_loss"}
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     assert inspection._json_safe({"x": [float("nan"), 1.0]}) == {"x": [None, 1.0]}
 
@@ -168,7 +172,7 @@ def test_bf16_weights(tmp_path):
     result = inspect_text(run, TEXT)
     losses, stats = _reference(model, result.ids)  # model holds the bf16-rounded weights in fp32
     assert torch.allclose(torch.tensor(result.token_loss[1:], dtype=torch.float64), losses, atol=1e-4)
-    assert torch.allclose(torch.tensor(result.zero_frac), stats["zero_frac"][:, 0], atol=1e-5)
+    assert torch.allclose(torch.tensor(result.token_stats["zero_frac"]), stats["zero_frac"][:, 0], atol=1e-5)
 
 
 def test_cache_hits_and_reloads_newer_weights(tmp_path):
@@ -184,7 +188,7 @@ def test_cache_hits_and_reloads_newer_weights(tmp_path):
     os.utime(run.file("model.safetensors"), ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     result = inspect_text(run, TEXT)
     assert MODEL_CACHE_STATS["loads"] == loads + 2
-    assert result.theta[0] == pytest.approx(0.123)
+    assert result.layer_stats["theta"][0] == pytest.approx(0.123)
     assert len(inspection._CACHE) == 1  # the run's old version was dropped
 
 

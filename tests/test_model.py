@@ -2,17 +2,24 @@
 import pytest
 import torch
 
-from core.config import FFN_THRESHOLDS, apply_overrides, preset
-from core.ffn import FFN_REGISTRY
+from core import variants
+from core.config import apply_overrides, preset
+from core.ffns.thresholds import KINDS as FFN_THRESHOLDS
 from core.model import build_model, model_flops_per_token, parameter_counts
 from tests.conftest import tiny_model_config
 
-VARIANTS = [("swiglu", "jumprelu")] + [("dual", kind) for kind in FFN_THRESHOLDS]
+VARIANTS = [(name, None) for name in variants.names() if name != "dual"] + [
+    ("dual", kind) for kind in FFN_THRESHOLDS]
+
+
+def _config(ffn: str, threshold: str | None, **extra):
+    """A tiny config of `ffn`; dual with threshold kind `threshold`."""
+    return tiny_model_config(ffn=ffn, **({"ffn_threshold": threshold} if threshold else {}), **extra)
 
 
 @pytest.mark.parametrize("ffn, threshold", VARIANTS)
 def test_causality(ffn, threshold):
-    model = build_model(tiny_model_config(ffn=ffn, ffn_threshold=threshold)).eval()
+    model = build_model(_config(ffn, threshold)).eval()
     ids = torch.randint(0, 97, (2, 16))
     changed = ids.clone()
     t = 9
@@ -23,24 +30,24 @@ def test_causality(ffn, threshold):
     assert not torch.allclose(a[:, t:], b[:, t:])
 
 
-@pytest.mark.parametrize("ffn", sorted(FFN_REGISTRY))
-def test_stats_shapes_and_router_start(ffn):
-    config = tiny_model_config(ffn=ffn)
+def test_stats_shapes_and_router_start():
+    config = tiny_model_config(ffn="swiglu")
+    out = build_model(config)(torch.randint(0, 97, (3, 7)), targets=torch.randint(0, 97, (3, 7)),
+                              return_stats=True)
+    assert out.logits.shape == (3, 7, 97)
+    assert out.stats == {} and out.aux_loss.item() == 0
+    config = tiny_model_config(ffn="dual")
     model = build_model(config)
     out = model(torch.randint(0, 97, (3, 7)), targets=torch.randint(0, 97, (3, 7)), return_stats=True)
-    assert out.logits.shape == (3, 7, 97)
-    if ffn == "swiglu":
-        assert out.stats == {} and out.aux_loss.item() == 0
-        return
     L = config.num_hidden_layers
     assert out.stats["router_sparse"].shape == (L, 3, 7)
     assert out.stats["zero_frac"].shape == (L, 3, 7)
     for key in ("theta", "alpha_dense", "alpha_sparse"):
         assert out.stats[key].shape == (L,)
     assert torch.all(out.stats["router_sparse"] == 0.5)
-    assert torch.all(out.stats["theta"] == config.threshold_init)
+    assert torch.all(out.stats["theta"] == config.ffn_options['threshold_init'])
     # z-loss at a zero router: L layers x 1e-3 x ln(2)^2, and it is inside the loss
-    expected_aux = L * config.router_z_loss * torch.log(torch.tensor(2.0)) ** 2
+    expected_aux = L * config.ffn_options['router_z_loss'] * torch.log(torch.tensor(2.0)) ** 2
     torch.testing.assert_close(out.aux_loss, expected_aux)
     no_stats = model(torch.randint(0, 97, (3, 7)))
     assert no_stats.stats == {} and no_stats.loss is None
@@ -87,7 +94,8 @@ def test_flops_count_matches_hand_count():
 
 @pytest.mark.parametrize("ffn, threshold", VARIANTS)
 def test_one_optimizer_step_on_micro(ffn, threshold):
-    config = apply_overrides(preset("micro"), [f"ffn={ffn}", f"ffn_threshold={threshold}"])
+    options = [f"ffn_threshold={threshold}"] if threshold else []
+    config = apply_overrides(preset("micro"), [f"ffn={ffn}", *options])
     model = build_model(config.model)
     opt = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
     ids = torch.randint(0, config.model.vocab_size, (4, config.train.seq_len + 1))
@@ -103,7 +111,8 @@ def test_one_optimizer_step_on_micro(ffn, threshold):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("ffn, threshold", VARIANTS)
 def test_cuda_bf16_autocast_step(ffn, threshold):
-    config = apply_overrides(preset("micro"), [f"ffn={ffn}", f"ffn_threshold={threshold}"])
+    options = [f"ffn_threshold={threshold}"] if threshold else []
+    config = apply_overrides(preset("micro"), [f"ffn={ffn}", *options])
     model = build_model(config.model).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=config.train.lr, fused=True)
     ids = torch.randint(0, config.model.vocab_size, (4, config.train.seq_len + 1), device="cuda")

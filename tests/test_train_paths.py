@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import core
-import core.ffn as ffn_module
+import core.ffns.thresholds as ffn_module
 import core.model as model_module
 import core.train as train_module
 from core.config import apply_overrides, preset
@@ -72,8 +72,8 @@ def _function_cases():
 
 def test_every_autograd_function_is_covered_by_the_mutation_guard():
     ours = set()
-    for info in pkgutil.iter_modules(core.__path__):
-        module = importlib.import_module(f"core.{info.name}")
+    for info in pkgutil.walk_packages(core.__path__, prefix="core."):
+        module = importlib.import_module(info.name)
         ours |= {obj for _, obj in inspect.getmembers(module, inspect.isclass)
                  if issubclass(obj, torch.autograd.Function) and obj.__module__ == module.__name__}
     assert ours == {fn for _, fn, _ in _function_cases()}

@@ -145,12 +145,12 @@ class DualPathFFN(FFN):
     # diagnostics ---------------------------------------------------------------------------------
     def probe_sums(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         g, u = self.sparse_inputs(x)
-        return {**_routing_sums(self.router.logits(x)),
-                **_threshold_sums(self.threshold_kind, g, u, self.threshold.detach(), self.bandwidth)}
+        return {**routing_sums(self.router.logits(x)),
+                **threshold_sums(self.threshold_kind, g, u, self.threshold.detach(), self.bandwidth)}
 
     def probe_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         theta = self.threshold.item()
-        groups = {"routing": _routing_summary(sums), **_threshold_summary(sums, theta),
+        groups = {"routing": routing_summary(sums), **threshold_summary(sums, theta),
                   "alpha": {"dense": self.alpha_dense.item(), "sparse": self.alpha_sparse.item()}}
         return {f"{group}/{name}": value for group, values in groups.items()
                 for name, value in values.items()}
@@ -194,11 +194,14 @@ class DualPathFFN(FFN):
             weights[..., index] = 1.0
             return weights, torch.zeros((), device=x.device, dtype=torch.float32)
 
+        previous = self.router.__dict__.get("forward")  # an enclosing knock-out
         self.router.forward = forward
         try:
             yield
         finally:
             del self.router.forward
+            if previous is not None:
+                self.router.forward = previous
 
 
 def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
@@ -206,7 +209,7 @@ def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
     return torch.special.entr(p).sum(-1) / math.log(2)
 
 
-def _routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+def routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Additive statistics of router logits [..., 2], so batches can be pooled exactly."""
     logits = logits.detach().reshape(-1, 2).double()
     w = logits.softmax(-1)
@@ -215,7 +218,7 @@ def _routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
             "logit_sq": logits.pow(2).sum()}
 
 
-def _routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+def routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     n = sums["tokens"].item()
     mean_w = sums["weight"] / n
     sparse = mean_w[1].item()
@@ -227,7 +230,7 @@ def _routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
             "logit_rms": math.sqrt(sums["logit_sq"].item() / (2 * n))}
 
 
-def _threshold_sums(kind: str, g: torch.Tensor, u: torch.Tensor, theta: torch.Tensor,
+def threshold_sums(kind: str, g: torch.Tensor, u: torch.Tensor, theta: torch.Tensor,
                     bandwidth: float) -> dict[str, torch.Tensor]:
     """Additive threshold/sparsity statistics of one batch of sparse-path inputs g, u [..., h]."""
     z, scale = thresholds.score(kind, g.detach().float())
@@ -240,7 +243,7 @@ def _threshold_sums(kind: str, g: torch.Tensor, u: torch.Tensor, theta: torch.Te
             "zeros": (sparse == 0).double().sum(), "unit_active": active.reshape(-1, h).double().sum(0)}
 
 
-def _threshold_summary(sums: dict[str, torch.Tensor], theta: float) -> dict[str, dict[str, float]]:
+def threshold_summary(sums: dict[str, torch.Tensor], theta: float) -> dict[str, dict[str, float]]:
     n = sums["threshold_tokens"].item()
     units = sums["unit_active"]
     cells = n * units.numel()

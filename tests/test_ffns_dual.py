@@ -1,14 +1,11 @@
 import pytest
 import torch
 
-import core.ffn as ffn_module
-from core.config import FFN_THRESHOLDS
-from core.ffn import FFN_REGISTRY, build_ffn, ffn_hidden_size, threshold_activation
-from tests.conftest import tiny_model_config
-
-
-def test_registry_has_both_variants():
-    assert {"swiglu", "dual"} <= set(FFN_REGISTRY)
+import core.ffns.thresholds as ffn_module
+from core.ffns.thresholds import KINDS as FFN_THRESHOLDS
+from core.ffns.thresholds import threshold_activation
+from core.variants import hidden_size as ffn_hidden_size
+from tests.conftest import build_ffn, tiny_model_config
 
 
 @pytest.mark.parametrize("kind", FFN_THRESHOLDS)
@@ -36,7 +33,7 @@ def test_reported_sparsity_is_exact_zero_fraction(kind):
     x = torch.randn(3, 5, config.hidden_size)
     _, _, stats = ffn(x, return_stats=True)
     g, u = ffn.gate_proj(x), ffn.up_proj(x)
-    sparse = threshold_activation(kind, g, ffn.threshold, config.threshold_bandwidth) * u
+    sparse = threshold_activation(kind, g, ffn.threshold, config.ffn_options['threshold_bandwidth']) * u
     expected = (sparse == 0).float().mean(-1)
     assert stats["zero_frac"].shape == (3, 5)
     torch.testing.assert_close(stats["zero_frac"], expected, rtol=0, atol=0)
