@@ -424,7 +424,7 @@ def _colour_label(result: dict, stat: str, layer: int) -> str:
 # API -----------------------------------------------------------------------------------------------
 def register_api(explorer: Explorer) -> None:
     """Stable JSON endpoints for gradio_client: /launch /estimate /status /cancel /curves /results
-    /inspect (numbers at full precision)."""
+    /inspect /variants (numbers at full precision)."""
 
     def launch(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
                lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:
@@ -451,8 +451,12 @@ def register_api(explorer: Explorer) -> None:
     def inspect(runs: list[str], text: str) -> list[dict]:
         return explorer.inspect(runs, text)
 
+    def ffn_variants() -> list[dict]:
+        return explorer.variants()
+
     for fn in (launch, estimate, status, cancel, curves, results, inspect):
         gr.api(friendly(fn), api_name=fn.__name__)
+    gr.api(ffn_variants, api_name="variants")
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:

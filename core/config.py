@@ -371,9 +371,14 @@ def override_keys() -> dict[str, str]:
     for section, kind in _SECTIONS.items():
         for f in dataclasses.fields(kind):
             out[f"{section}.{f.name}"] = f.type.__name__ if isinstance(f.type, type) else str(f.type)
+    owners: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
     for name in variants.names():
         for option in variants.spec(name).options:
-            out[option.name] = f"{type(option.default).__name__}  ({name}) {option.help}"
+            owners.setdefault(option.name, []).append(name)
+            kinds[option.name] = type(option.default).__name__
+    for option, names in owners.items():
+        out[f"model.{option}"] = f"{kinds[option]} (option of {', '.join(names)})"
     return out
 
 
@@ -421,7 +426,7 @@ if __name__ == "__main__":
     variants.load_plugins_from_env()
     if "--list" in sys.argv:
         for key, kind in override_keys().items():
-            if "." in key:
+            if "option of" not in kind:
                 print(f"{key:32s} {kind}")
         print("\nFFN variants (--set model.ffn=NAME) and their options (--set NAME=VALUE):")
         print(describe_variants())

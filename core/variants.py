@@ -154,10 +154,12 @@ def names() -> tuple[str, ...]:
 
 def spec(name: str) -> FFNSpec:
     """The spec of variant `name`; ValueError listing the variants when there is none."""
+    if not isinstance(name, str):
+        raise ValueError(f"ffn must be a variant name, got {name!r:.60}")
     if name in BUILTIN and name not in _SPECS:
         _import_builtin(name)
     if name not in _SPECS:
-        hint = f"; a plugin variant needs --ffn-module PATH or {PLUGIN_ENV}" if isinstance(name, str) else ""
+        hint = f"; a plugin variant needs --ffn-module PATH or {PLUGIN_ENV}"
         raise ValueError(f"unknown ffn {name!r:.60}; registered: {', '.join(names())}{hint}")
     return _SPECS[name]
 

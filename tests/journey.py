@@ -113,7 +113,7 @@ def fail_a_run(page, root: Path, shots: Path) -> dict:
     """Launch one dual run that diverges; return the table and toast texts it leaves."""
     open_tab(page, "Launch")
     page.get_by_role("textbox", name="Experiment", exact=True).fill(f"{EXPERIMENT}-diverge")
-    page.get_by_label("SwiGLU", exact=True).uncheck()
+    page.get_by_label("swiglu", exact=True).uncheck()
     page.get_by_label("Peak lr (0 = preset's)").fill("1000000")
     page.get_by_label("Overrides (key=value, one per line)").fill("grad_clip=0\nwarmup_steps=0")
     page.get_by_label("Steps", exact=True).fill("20")

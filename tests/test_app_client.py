@@ -34,9 +34,67 @@ def test_launch_poll_curves_inspect(tmp_path):
         assert [r["variant"] for r in table] == ["swiglu", "dual"] and table[1]["p_value"] is not None
         views = client.predict(["client/swiglu-s0", "client/dual-s0"], "The Union is strong.",
                                api_name="/inspect")
-        assert views[0]["router_sparse"] is None and len(views[1]["router_sparse"]) == 2
+        assert views[0]["token_stats"] == {} and len(views[1]["token_stats"]["router_sparse"]) == 2
         again = client.predict("client", "micro", ["swiglu", "dual"], [0, 1], 20, 0.0, "builtin", FAST,
                                api_name="/launch")
         assert again["queued"] == []  # completed runs are never launched twice
         with pytest.raises(Exception, match="at least one seed"):
             client.predict("client", "micro", ["swiglu"], [], 20, 0.0, "builtin", [], api_name="/launch")
+
+
+TOY_FFN = '''
+import torch
+import torch.nn.functional as F
+
+from core.ffns.base import FFN, linear
+from core.variants import FFNSpec, Option, Stat, register_ffn
+
+
+@register_ffn(FFNSpec(name="toyabs", summary="down(|up x| * scale)",
+                      options=(Option("scale", 1.0, "output scale", minimum=0.0, exclusive=True),),
+                      stats=(Stat("small_frac", "fraction of |up x| below 0.01"),)))
+class ToyAbs(FFN):
+    def __init__(self, config):
+        super().__init__(config)
+        self.up_proj = linear(config.hidden_size, self.hidden)
+        self.down_proj = linear(self.hidden, config.hidden_size)
+        self.scale = config.ffn_options["scale"]
+
+    def forward(self, x, return_stats=False):
+        h = self.up_proj(x).abs()
+        stats = {"small_frac": (h < 0.01).float().mean(-1)} if return_stats else {}
+        return self.down_proj(h * self.scale), x.new_zeros(()), stats
+'''
+
+
+@pytest.mark.slow
+def test_a_plugin_ffn_from_one_file_goes_through_the_whole_app(tmp_path):
+    plugin = tmp_path / "elsewhere" / "toy_ffn.py"  # outside the repo, imported by nothing else
+    plugin.parent.mkdir()
+    plugin.write_text(TOY_FFN)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with running_app(runs, {"EXPLORER_FFN_MODULES": str(plugin)}) as url:
+        client = Client(url, verbose=False)
+        listed = {v["name"]: v for v in client.predict(api_name="/variants")}
+        assert listed["toyabs"]["source"] == str(plugin.resolve())
+        assert [o["name"] for o in listed["toyabs"]["options"]] == ["scale"]
+        result = client.predict("plug", "micro", ["toyabs+scale=0.5"], [0, 1], 10, 0.0, "builtin", FAST,
+                                api_name="/launch")
+        assert sorted(result["queued"]) == ["toyabs+scale=0.5-s0", "toyabs+scale=0.5-s1"]
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            rows = client.predict("plug", api_name="/status")
+            if rows and all(r["state"] == "completed" for r in rows):
+                break
+            assert not [r for r in rows if r["state"].startswith("failed")], rows
+            time.sleep(2)
+        assert len(rows) == 2 and all(r["state"] == "completed" for r in rows), rows
+        curves = client.predict("plug", "val/loss", "step", 0.0, api_name="/curves")
+        assert curves["toyabs+scale=0.5"]["n"] == [2]
+        table = client.predict("plug", "", api_name="/results")
+        assert [r["variant"] for r in table] == ["toyabs+scale=0.5"] and table[0]["seeds"] == 2
+        views = client.predict(["plug/toyabs+scale=0.5-s0"], "The Union is strong.", api_name="/inspect")
+        small = views[0]["token_stats"]["small_frac"]
+        assert len(small) == 2 and len(small[0]) == len(views[0]["ids"])
+        assert views[0]["stat_info"]["small_frac"]["meaning"].startswith("fraction")

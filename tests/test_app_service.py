@@ -15,7 +15,7 @@ from core.runs import Run
 from core.stats import Band
 from core.train import run_record
 from ui.figures import curves_figure
-from ui.service import Explorer, Limits, dual_label, parse_overrides, parse_seeds
+from ui.service import Explorer, Limits, parse_overrides, parse_seeds, variant_choice
 
 LOSSES = {  # variant -> per-seed val loss at steps 10, 20
     "swiglu": [[6.0, 5.0], [6.2, 5.4], [5.8, 5.3]],
@@ -89,8 +89,15 @@ def test_parse_seeds_errors(seeds, message):
 def test_parse_helpers():
     assert parse_seeds("0 1, 2") == [0, 1, 2] and parse_seeds("0-2 2") == [0, 1, 2] and parse_seeds(3) == [3]
     assert parse_overrides("lr=0.1\n# note\n\n steps=3 ") == ["lr=0.1", "steps=3"]
-    assert dual_label("none", "cats") == "dual+ffn_share=none+ffn_threshold=cats"
-    assert dual_label() == "dual"
+    options = {"ffn_share": "none", "ffn_threshold": "cats"}
+    assert variant_choice("dual", options) == "dual+ffn_share=none+ffn_threshold=cats"
+    assert variant_choice("dual") == "dual"
+    label = variant_choice("moe", {"moe_experts": 8.0}, 32, "active")
+    assert label == "moe+ffn_hidden=32+ffn_match=active+moe_experts=8"
+    with pytest.raises(ValueError, match="moe_top_k"):
+        variant_choice("moe", {"moe_experts": 2, "moe_top_k": 3})
+    with pytest.raises(ValueError, match="ffn_share"):
+        variant_choice("dual", {"ffn_share": "most"})
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -146,12 +153,14 @@ def inspectable(tmp_path):
 def test_inspect_two_runs_matches_direct_forward(inspectable):
     assert inspectable.run_ids() == ["ins/dual-s0", "ins/swiglu-s0"]
     swiglu, dual = inspectable.inspect(["ins/swiglu-s0", "ins/dual-s0"], "The Union is strong.")
-    assert dual["router_sparse"] is not None and swiglu["router_sparse"] is None
-    assert len(dual["router_sparse"]) == 2 and len(dual["router_sparse"][0]) == len(dual["ids"])
+    assert "router_sparse" in dual["token_stats"] and swiglu["token_stats"] == {}
+    assert len(dual["token_stats"]["router_sparse"]) == 2
+    assert len(dual["token_stats"]["router_sparse"][0]) == len(dual["ids"])
     model = build_model(apply_overrides(preset("micro"), ["ffn=dual"]).model)
     load_weights_state(model, Run.at(inspectable.root, "ins", "dual-s0").load_weights())
     out = model(torch.tensor([dual["ids"]]), return_stats=True)
-    assert dual["router_sparse"][1] == pytest.approx(out.stats["router_sparse"][1, 0].tolist(), abs=1e-6)
+    expected = out.stats["router_sparse"][1, 0].tolist()
+    assert dual["token_stats"]["router_sparse"][1] == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("text, message", [("", "enter some text"), ("   ", "enter some text"),
@@ -182,7 +191,8 @@ def test_locked_demo_refuses_costly_changes(tmp_path, overrides, data, message):
     try:
         with pytest.raises(ValueError, match=message):
             ex.plan("e", "micro", ["swiglu", "dual"], "0", 5, None, data, overrides)
-        assert ex.plan("e", "micro", [dual_label("none", "cats")], "0", 5, 0.01, None,
+        label = variant_choice("dual", {"ffn_share": "none", "ffn_threshold": "cats"})
+        assert ex.plan("e", "micro", [label], "0", 5, 0.01, None,
                        "eval_every=5\nrouter_z_loss=0.01")  # FFN options and optimisation stay free
     finally:
         ex.close()

@@ -423,7 +423,7 @@ def test_concurrent_launches_and_inspects(tmp_path):
             queued = [name for k in seeds for name in results[f"launch-{k}"]["queued"]]
             assert sorted(queued) == ["swiglu-s0", "swiglu-s1"]
             views = [results[f"inspect-{i}"] for i in range(20)]
-            assert all(v == views[0] for v in views) and len(views[0][0]["router_sparse"]) == 2
+            assert all(v == views[0] for v in views) and len(views[0][0]["token_stats"]["router_sparse"]) == 2
             client = Client(url, verbose=False)
             wait_for(lambda: all(r["state"] == "completed" for r in _rows(client, "conc").values()),
                      timeout=240, poll=0.5)
@@ -441,7 +441,7 @@ NASTY = ["", ".", "..", "/", "a/b", "../x", "/etc/passwd", "a\x00b", "x" * 128, 
 names = st.one_of(st.sampled_from(NASTY), st.text(max_size=150),
                   st.text(alphabet="ab.-_+=/\\\x00é😀", max_size=140))
 # Real keys (qualified and bare) plus malformed ones; values typed like JSON, and raw text.
-KEYS = sorted(override_keys()) + [k.split(".")[1] for k in override_keys()] + [
+KEYS = sorted(override_keys()) + [k.split(".", 1)[1] for k in override_keys()] + [
     "train.", "model.nope", "a.b.c", "", " lr ", "=", "data.source.x"]
 VALUES = ["1", "0", "-1", "1e-3", "1e999", "-1e999", "NaN", "Infinity", "nan", "true", "null", "[1]",
           '{"a": 1}', '"x"', "", "dual", "swiglu", "moe", "1" * 400, "\x00", "😀", "2.5", "[[[[[[[["]
@@ -451,7 +451,7 @@ TYPED = {"float": st.floats().map(json.dumps), "int": st.integers().map(str), "s
          "bool": st.sampled_from(["true", "false", "1", "0"])}
 # Half well-typed values for real keys (reaching the range checks), half anything.
 typed = st.one_of([st.builds("{}={}".format, st.sampled_from([k for k, t in override_keys().items()
-                                                               if t == kind]), strategy)
+                                                               if t.split()[0] == kind]), strategy)
                    for kind, strategy in TYPED.items()])
 override = st.one_of(typed, st.builds("{}={}".format, st.one_of(st.sampled_from(KEYS), st.text(max_size=12)),
                                       values))
@@ -480,7 +480,12 @@ def test_set_overrides_give_a_valid_config_or_a_value_error(items):
     assert RunConfig.from_dict(json.loads(config.to_json())) == config  # storable as it is
     for key, kind in override_keys().items():
         section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        if "option of" in kind:  # a variant's option: present when that variant is chosen
+            if name not in config.model.ffn_options:
+                continue
+            value, kind = config.model.ffn_options[name], kind.split()[0]
+        else:
+            value = getattr(getattr(config, section), name)
         assert type(value).__name__ == kind, key
         assert kind != "float" or math.isfinite(value), key  # no NaN/inf slips through
 
@@ -582,7 +587,7 @@ def test_inspect_text_gives_tokens_or_a_value_error(inspect_explorer):
             return
         joined = "".join(view["tokens"])
         assert text.startswith(joined) and (view["truncated"] or joined == text)
-        assert len(view["token_loss"]) == len(view["tokens"]) == len(view["router_sparse"][0])
+        assert len(view["token_loss"]) == len(view["tokens"]) == len(view["token_stats"]["router_sparse"][0])
 
     check()
 

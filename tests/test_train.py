@@ -94,7 +94,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "huge"], "unknown preset"),
-    (["--ffn", "moe"], "ffn must be one of"),
+    (["--ffn", "nonexistent"], "unknown ffn 'nonexistent'; registered: swiglu, geglu"),
     (["--set", "nonsense=1"], "unknown key"),
     (["--set", "lr=fast"], "expected float"),
     (["--experiment", "../evil"], "invalid experiment name"),

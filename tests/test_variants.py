@@ -487,3 +487,18 @@ def test_plugin_trains_and_is_required_to_resume(tmp_path):
     resumed = run_cli("core.train", "--run-dir", str(run_dir), "--resume", env=env, timeout=120)
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
     assert "--ffn-module" in resumed.stderr and name in resumed.stderr
+
+
+def test_the_readme_example_is_the_shipped_file_and_trains(tmp_path):
+    example = REPO / "examples" / "my_ffn.py"
+    assert example.read_text().strip() in (REPO / "README.md").read_text()
+    assert len(example.read_text().splitlines()) < 40
+    name = variants.load_plugin(example)[0]
+    config = apply_overrides(preset("micro"), [f"model.ffn={name}", "mix_init=0.25"]).model
+    model = build_model(config)
+    out = model(torch.randint(0, config.vocab_size, (2, 6)), torch.randint(0, config.vocab_size, (2, 6)),
+                return_stats=True)
+    out.loss.backward()
+    assert model.model.layers[0].mlp.mix.grad is not None
+    assert out.stats["gate_zero_frac"].shape == (config.num_hidden_layers, 2, 6)
+    assert out.stats["mix"].tolist() == [0.25] * config.num_hidden_layers

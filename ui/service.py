@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import variants
 from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
 from core.estimate import StepTimes, run_seconds
 from core.inspection import inspect_text
@@ -199,6 +200,18 @@ class Explorer:
             for record in info["metrics"][-50:]:
                 keys.update(k for k in record if k not in _NON_METRICS)
         return sorted(keys, key=lambda k: (k not in ("val/loss", "train/loss"), k))
+
+    def variants(self) -> list[dict]:
+        """Every registered FFN variant: name, summary, its options (with defaults, choices and
+        help) and the statistics it reports; plugins show their file."""
+        out = []
+        for name in variants.names():
+            spec = variants.spec(name)
+            out.append({"name": name, "summary": spec.summary, "source": spec.source,
+                        "options": [{"name": o.name, "default": o.default, "help": o.help,
+                                     "choices": list(o.choices), "minimum": o.minimum} for o in spec.options],
+                        "stats": [{"name": s.name, "meaning": s.meaning, "per": s.per} for s in spec.stats]})
+        return _clean(out)
 
     # launch --------------------------------------------------------------------------------------
     def plan(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
