@@ -1,6 +1,6 @@
 """Named ablation recipes with a learning-rate sweep: ``python -m core.sweep --recipe NAME``.
 
-A recipe compares SwiGLU and dual both at one shared learning rate and at each variant's own
+A recipe compares its variants both at one shared learning rate and at each variant's own
 best one, because a gap between the variants can be an effective-step-size effect rather than
 architecture. Phase 1 trains seed 0 of every variant at every lr of the grid (one experiment per
 lr, ``<recipe>-lr<lr>``); phase 2 adds the remaining seeds at the shared lr and at each variant's
@@ -35,6 +35,10 @@ RECIPES: dict[str, Recipe] = {
     # Sized for a 2-core CPU: the whole recipe (up to 14 runs with the lr sweep) in about an hour
     # (tiny at ~8k tok/s: 400 steps x 4,096 tokens ~ 4 min per run).
     "cpu-ablation": Recipe("tiny", 400, (1e-3, 2e-3, 4e-3), 2e-3),
+    # Every built-in FFN on the CPU recipe's setup, with an lr grid around cpu-ablation's best
+    # (4e-3, the top of its grid): 15 seed-0 runs, then 10-20 more, about 2 hours on 2 cores.
+    "cpu-variants": Recipe("tiny", 400, (2e-3, 4e-3, 8e-3), 4e-3,
+                           variants=("swiglu", "geglu", "relu2", "dual", "moe")),
 }
 
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
     p.add_argument("--experiment", help="experiment folder (not with --recipe)")
     p.add_argument("--recipe", default=None, help="named ablation with an lr sweep: "
-                   "cpu-ablation or paper-ablation (see core/recipes.py)")
+                   "cpu-ablation, cpu-variants or paper-ablation (see core/recipes.py)")
     p.add_argument("--preset", default="micro")
     p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
     p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
