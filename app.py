@@ -284,7 +284,8 @@ def results_tab(explorer: Explorer, default_experiment: str | None, followed: gr
                     + TABLE1_NOTE)
         with gr.Row():
             experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
-            baseline = gr.Dropdown(["swiglu"], value="swiglu", label="Baseline", allow_custom_value=True)
+            baseline = gr.Dropdown([variants.BASELINE], value=variants.BASELINE, label="Baseline",
+                                   allow_custom_value=True)
             refresh_btn = gr.Button("Refresh")
         table = gr.Dataframe(interactive=False)
         download = gr.DownloadButton("Download CSV")

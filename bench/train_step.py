@@ -1,4 +1,4 @@
-"""Training-step benchmark: our SwiGLU and dual variants against transformers' Qwen2, side by side.
+"""Training-step benchmark: our FFN variants against each other and transformers' Qwen2, side by side.
 
     python bench/train_step.py --preset tiny                  # CPU, fp32
     python bench/train_step.py --preset paper --compile       # CUDA, bf16 autocast
@@ -35,6 +35,10 @@ from core.train import MALLOC_ENV  # noqa: E402
 
 CANDIDATES = {
     "swiglu": ["ffn=swiglu"],
+    "geglu": ["ffn=geglu"],
+    "relu2": ["ffn=relu2"],
+    "moe-e4-top1": ["ffn=moe"],
+    "moe-e4-top2-active": ["ffn=moe", "moe_top_k=2", "ffn_match=active"],
     "dual-jumprelu": ["ffn=dual", "ffn_threshold=jumprelu"],
     "dual-unfused": ["ffn=dual", "ffn_threshold=jumprelu", "ffn_fused=false"],
     "dual-shifted_relu": ["ffn=dual", "ffn_threshold=shifted_relu"],

@@ -1,7 +1,8 @@
 """Run configuration: model, training and data dataclasses, presets and `--set` overrides.
 
 Every config is a plain dataclass that round-trips through JSON. Variants are chosen by
-name (``ffn="dual"``) and resolved in :mod:`core.ffn`; nothing here holds code.
+name (``ffn="dual"``) with their options in ``ffn_options``, both checked against the variant
+registry (:mod:`core.variants`); nothing here holds code.
 """
 
 import dataclasses

@@ -160,20 +160,23 @@ def _mean_std(values: list[float]) -> str:
 
 
 def knockout_html(records: list[dict]) -> str | None:
-    """Val loss with the learned mix / dense path only / sparse path only, per variant; None if
-    no run's summary holds "knockout"."""
-    rows = []
+    """Val loss of the full model ("mix") and under each knock-out its variant offers (the dual
+    path: dense_only, sparse_only), per variant; None if no run's summary holds "knockout"."""
+    found, names = {}, {}
     for variant, runs in by_variant(records).items():
-        found = [r["summary"]["knockout"] for r in runs if isinstance(r["summary"].get("knockout"), dict)]
-        if not found:
-            continue
-        cells = [_mean_std([_float(k.get(name)) for k in found])
-                 for name in ("mix", "dense_only", "sparse_only")]
-        rows.append([variant, str(len(found)), *cells])
-    if not rows:
+        knockouts = [r["summary"]["knockout"] for r in runs if isinstance(r["summary"].get("knockout"), dict)]
+        if knockouts:
+            found[variant] = knockouts
+            names.update(dict.fromkeys(name for k in knockouts for name in k))
+    if not found:
         return None
-    return html_table(["variant", "runs", "learned mix", "dense path only", "sparse path only"], rows,
-                      numeric={1, 2, 3, 4})
+    names = sorted(names, key=lambda name: name != "mix")  # the full model first
+    rows = []
+    for variant, knockouts in found.items():
+        cells = [_mean_std([_float(k.get(name)) for k in knockouts]) for name in names]
+        rows.append([variant, str(len(knockouts)), *cells])
+    header = ["variant", "runs"] + [name.replace("_", " ") for name in names]
+    return html_table(header, rows, numeric=set(range(1, len(header))))
 
 
 def _float(value) -> float:
@@ -283,9 +286,9 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
              _figure_html("train/loss (mean ± std over seeds)", band_figure(groups, "train/loss"))]
     knockout = knockout_html(records)
     if knockout:
-        parts += ["<h2>Knock-out: val loss with one path only</h2>", knockout,
-                  "<p class=note>Every router forced to (1, 0) or (0, 1) at the end of training; "
-                  "mean ± std over runs.</p>"]
+        parts += ["<h2>Knock-out: val loss of reduced models</h2>", knockout,
+                  "<p class=note>At the end of training, e.g. the dual path's router forced to (1, 0) "
+                  "or (0, 1); mean ± std over runs.</p>"]
     parts.append("<h2>Diagnostics</h2>")
     diagnostics = diagnostic_keys(groups)
     if not diagnostics:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core import variants
 from core.significance import MAX_SEEDS, compare
 
 X_KEYS = ("step", "tokens", "elapsed_s")
-DEFAULT_BASELINE = "swiglu"
+DEFAULT_BASELINE = variants.BASELINE
 COMPARISON_COLUMNS = ["ci_low", "ci_high", "boot_low", "boot_high", "p_paired", "paired_seeds", "mde",
                       "seeds_needed"]
 TABLE1_COLUMNS = [
