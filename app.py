@@ -340,7 +340,8 @@ def inspect_tab(explorer: Explorer, followed: gr.State) -> dict:
         with gr.Row():
             run_a = gr.Dropdown(run_ids, value=first, label="Run A")
             run_b = gr.Dropdown(run_ids, value=second, label="Run B (optional)")
-            colour_by = gr.Dropdown([LOSS], value=LOSS, label="Colour tokens by", allow_custom_value=True)
+            # empty until the first inspection offers the runs' statistics (the first one is shown)
+            colour_by = gr.Dropdown([LOSS], value=None, label="Colour tokens by", allow_custom_value=True)
             layer = gr.Slider(0, max(top, 1), value=0, step=1, label="Layer for token colours")
         text = gr.Textbox(SAMPLE_TEXT, lines=3, label="Text", max_length=explorer.limits.max_text_chars)
         inspect_btn = gr.Button("Inspect", variant="primary")

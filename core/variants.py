@@ -116,6 +116,7 @@ class FFNSpec:
 
 _SPECS: dict[str, FFNSpec] = {}
 _MODULES: dict[str, type] = {}
+_LOADING: list[tuple[str, str]] = []  # (path, sha256) of the plugin file being imported now
 
 
 def register_ffn(declared: FFNSpec) -> Callable[[type], type]:
@@ -245,9 +246,6 @@ def _import_file(module_name: str, path: Path) -> None:
     module = importlib.util.module_from_spec(loader)
     sys.modules[module_name] = module
     loader.loader.exec_module(module)
-
-
-_LOADING: list[tuple[str, str]] = []  # the plugin file being imported: its variants record it
 
 
 def plugin_origin() -> tuple[str, str]:

@@ -32,18 +32,6 @@ def curves_figure(bands: dict[str, Band], metric: str, x: str = "step", spread: 
     return fig
 
 
-def layer_heatmap(tokens: list[str], values: list[list[float]], title: str, zmax: float = 1.0,
-                  colorscale: str = "RdBu_r") -> go.Figure:
-    """Tokens (x) by layers (y) heatmap of a per-token, per-layer statistic."""
-    labels = [f"{i}:{t!r}"[:24] for i, t in enumerate(tokens)]
-    fig = go.Figure(go.Heatmap(z=values, x=labels, y=[f"L{i}" for i in range(len(values))],
-                               zmin=0.0, zmax=zmax, colorscale=colorscale,
-                               hovertemplate="%{x}<br>%{y}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, template="plotly_white", height=140 + 26 * len(values),
-                      margin=dict(l=40, r=20, t=40, b=40), xaxis=dict(showticklabels=len(tokens) <= 80))
-    return fig
-
-
 def token_loss_figure(series: dict[str, tuple[list[str], list[float | None]]]) -> go.Figure:
     """Per-token next-token loss of one or two runs on the same text."""
     fig = go.Figure()
@@ -74,7 +62,11 @@ def stats_heatmaps(results: list[dict]) -> go.Figure | None:
     if not panels:
         return None
     titles = [f"{r['run']}: {name} ({r['stat_info'][name]['meaning']})" for r, name in panels]
-    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=titles, vertical_spacing=0.5 / len(panels))
+    layers = max(len(r["token_stats"][n]) for r, n in panels)
+    panel, gap = 40 + 22 * layers, 120  # pixels; the gap holds the rotated token labels and a title
+    plot_height = len(panels) * panel + (len(panels) - 1) * gap
+    spacing = gap / plot_height if len(panels) > 1 else 0.0
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=titles, vertical_spacing=spacing)
     for row, (result, name) in enumerate(panels, start=1):
         values, info = result["token_stats"][name], result["stat_info"][name]
         labels = [f"{i}:{t!r}"[:24] for i, t in enumerate(result["tokens"])]
@@ -83,7 +75,5 @@ def stats_heatmaps(results: list[dict]) -> go.Figure | None:
                                  showscale=False, hovertemplate="%{x}<br>%{y}: %{z:.3f}<extra></extra>"),
                       row=row, col=1)
         fig.update_xaxes(showticklabels=len(labels) <= 80, row=row, col=1)
-    layers = max(len(r["token_stats"][n]) for r, n in panels)
-    fig.update_layout(template="plotly_white", height=len(panels) * (90 + 22 * layers),
-                      margin=dict(l=40, r=20, t=40, b=40))
+    fig.update_layout(template="plotly_white", height=plot_height + 120, margin=dict(l=40, r=20, t=40, b=80))
     return fig
