@@ -7,7 +7,6 @@ registry (:mod:`core.variants`); nothing here holds code.
 
 import dataclasses
 import json
-import math
 import re
 import types
 import typing
@@ -17,6 +16,10 @@ from typing import Any
 from core import variants
 
 SCHEMA_VERSION = 2  # of config.json; 1 (no "schema" key) kept each FFN option as a model field
+
+
+def _field_names(kind: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(kind)}
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -186,12 +189,11 @@ class RunConfig:
     def from_dict(cls, raw: dict) -> "RunConfig":
         """Rebuild (and validate) a config from :meth:`to_dict` output; unknown keys are errors."""
         sections = {}
-        for name, kind in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
+        for name, kind in _SECTIONS.items():
             values = dict(raw.get(name, {}))
             if name == "model" and raw.get("schema", 1) < 2:
                 values = _model_from_schema_1(values)
-            known = {f.name for f in dataclasses.fields(kind)}
-            unknown = sorted(set(values) - known)
+            unknown = sorted(set(values) - _field_names(kind))
             if unknown:
                 raise ValueError(f"unknown {name} config field(s): {', '.join(unknown)}")
             sections[name] = kind(**values)
@@ -201,7 +203,7 @@ class RunConfig:
 def _model_from_schema_1(values: dict) -> dict:
     """Schema 1 kept each (dual) FFN option as a model field: move the ones the variant declares
     into ffn_options; drop the rest (swiglu runs carried the dual defaults, unused)."""
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    names = _field_names(ModelConfig)
     variant = variants.spec(values.get("ffn", ModelConfig.ffn))
     out = {k: v for k, v in values.items() if k in names}
     out["ffn_options"] = {k: v for k, v in values.items() if k not in names and variant.option(k)}
@@ -273,27 +275,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if value is None and type(None) in typing.get_args(annotation):
             return None
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:  # an integer beyond the float range
-            value = math.inf
-    if annotation is float and isinstance(value, float):
-        if not math.isfinite(value):  # NaN passes every "> 0" check, and inf is no setting
-            raise ValueError(f"--set {key}: expected a finite number, got {str(value)[:40]}")
-        return value
-    if annotation is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
-        raise ValueError(f"--set {key}: expected {annotation.__name__}, got {value!r}")
-    return value
+    return variants.coerce(value, annotation, f"--set {key}")
 
 
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
-
-
-def _field_names(kind: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(kind)}
 
 
 def _locate(key: str, ffn: str) -> tuple[str, str]:

@@ -28,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.ffns.base import FFN
-
-DIAGNOSTIC_PREFIXES = ("routing/", "threshold/", "sparsity/", "interference/", "alpha/", "moe/")
+from core.ffns.base import FFN, patched_forwards
 
 AutocastFactory = Callable[[], AbstractContextManager]
 
@@ -178,21 +176,6 @@ def threshold_grad_norms(model: nn.Module) -> dict[str, float]:
 # ---------------------------------------------------------------------------- interference
 
 
-@contextmanager
-def _patched(modules: list[nn.Module], forwards: list[Callable]) -> Iterator[None]:
-    """Temporarily replace `modules`' forward (instance attribute; the class method returns after)."""
-    previous = [module.__dict__.get("forward") for module in modules]  # an enclosing patch
-    try:
-        for module, forward in zip(modules, forwards):
-            module.forward = forward
-        yield
-    finally:
-        for module, before in zip(modules, previous):
-            module.__dict__.pop("forward", None)
-            if before is not None:
-                module.forward = before
-
-
 def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
                     autocast: AutocastFactory = nullcontext) -> dict[int, dict]:
     """Per layer with a path split: {"dense": {m: grad}, "sparse": {m: grad}, "shared": [m],
@@ -206,7 +189,7 @@ def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
     splits = {i: split for i, split in splits.items() if split is not None}
     ffns = dict(ffn_layers(model))
     watched = {i: ffns[i].watched_parameters() for i in splits}
-    with _patched([ffns[i] for i in splits], [split[0] for split in splits.values()]), autocast():
+    with patched_forwards([ffns[i] for i in splits], [split[0] for split in splits.values()]), autocast():
         loss = model(x.to(device), y.to(device), return_logits=False).loss
     copies = [part[m] for split in splits.values() for part in split[1:3] for m in split[3]]
     extra = [p for i in splits for p in watched[i].values()]
@@ -336,6 +319,6 @@ def knockout_losses(model: nn.Module, batches: Iterable, device: torch.device | 
     return out
 
 
-__all__ = ["DIAGNOSTIC_PREFIXES", "ffn_layers", "probed_layers", "split_layers", "routing_metrics",
+__all__ = ["ffn_layers", "probed_layers", "split_layers", "routing_metrics",
            "threshold_grad_norms", "RoutingProbe", "interference_probe", "split_gradients", "forced_route",
            "knockout_names", "knockout_losses", "mean_val_loss", "interference_summary"]

@@ -215,17 +215,15 @@ def _token_losses(logits: torch.Tensor, ids: torch.Tensor) -> list[float | None]
 def _layer_stats(model: CausalLM, stats: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The variant's declared stats: [L, 1, T] per-token ones -> [L][T] lists, [L] per-layer
     ones -> lists; with each one's declaration."""
-    declared = variants.spec(model.config.ffn).stats
-    missing = [s.name for s in declared if s.name not in stats]
+    spec = variants.spec(model.config.ffn)
+    missing = [s.name for s in spec.stats if s.name not in stats]
     if missing:
         raise ValueError(f"ffn={model.config.ffn} declares statistics its forward did not return: "
                          f"{', '.join(missing)}")
-    return {"token_stats": {s.name: stats[s.name][:, 0].float().cpu().tolist()
-                            for s in declared if s.per == "token"},
-            "layer_stats": {s.name: stats[s.name].float().cpu().tolist()
-                            for s in declared if s.per == "layer"},
+    return {"token_stats": {s.name: stats[s.name][:, 0].float().cpu().tolist() for s in spec.token_stats()},
+            "layer_stats": {s.name: stats[s.name].float().cpu().tolist() for s in spec.layer_stats()},
             "stat_info": {s.name: {"meaning": s.meaning, "per": s.per, "low": s.low, "high": s.high}
-                          for s in declared}}
+                          for s in spec.stats}}
 
 
 def _forward(model: CausalLM, ids: list[int], device: str) -> tuple[list[float | None], dict[str, Any]]:

@@ -11,6 +11,7 @@ registry; nothing outside a variant's file names a variant.
 import hashlib
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +24,26 @@ BUILTIN = ("swiglu", "geglu", "relu2", "dual", "moe")
 BASELINE = "swiglu"  # the reference every variant is matched against and compared with
 PLUGIN_ENV = "EXPLORER_FFN_MODULES"  # plugin files for the app and its jobs, os.pathsep-separated
 FFN_MATCHES = ("width", "params", "active")  # how an FFN's hidden width h is chosen (ModelConfig)
+
+
+def coerce(value: Any, kind: type, where: str) -> Any:
+    """`value` as a `kind` (bool, int, float or str), for config fields and variant options alike:
+    ints are accepted where floats are expected, whole floats where ints are; ValueError
+    starting with `where` otherwise."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            value = math.inf
+    if kind is float and isinstance(value, float):
+        if not math.isfinite(value):  # NaN passes every "> 0" check, and inf is no setting
+            raise ValueError(f"{where}: expected a finite number, got {str(value)[:40]}")
+        return value
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {value!r:.60}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -39,15 +60,7 @@ class Option:
     def check(self, value: Any, variant: str) -> Any:
         """`value` coerced to the option's type; ValueError naming the option when it is invalid."""
         where = f"{variant} option {self.name}"
-        kind = type(self.default)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if kind is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            raise ValueError(f"{where}: expected {kind.__name__}, got {value!r:.60}")
-        if kind is float and value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        value = coerce(value, type(self.default), where)
         if self.choices and value not in self.choices:
             raise ValueError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r:.60}")
         if self.minimum is not None and (value < self.minimum or self.exclusive and value == self.minimum):
@@ -276,4 +289,4 @@ def check_plugin_record(name: str, path: str, sha256: str) -> None:
 __all__ = ["BUILTIN", "BASELINE", "PLUGIN_ENV", "FFN_MATCHES", "Option", "Stat", "FFNSpec",
            "register_ffn", "names", "spec", "module_class", "hidden_size", "parameter_count",
            "flops_per_token", "load_plugin", "load_plugins_from_env", "check_plugin_record",
-           "plugin_origin", "file_sha256"]
+           "plugin_origin", "file_sha256", "coerce"]

@@ -10,6 +10,19 @@ from tests.app_server import running_app
 FAST = ["eval_every=10", "checkpoint_every=10", "log_every=5"]
 
 
+def _wait_until_completed(client: Client, experiment: str, timeout_s: float) -> list[dict]:
+    """Poll /status until every run of `experiment` completed (failing at once on a failed run) or
+    the time is up; return the last rows."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        rows = client.predict(experiment, api_name="/status")
+        if rows and all(r["state"] == "completed" for r in rows):
+            break
+        assert not [r for r in rows if r["state"].startswith("failed")], rows
+        time.sleep(2)
+    return rows
+
+
 @pytest.mark.slow
 def test_launch_poll_curves_inspect(tmp_path):
     runs = tmp_path / "runs"
@@ -19,13 +32,7 @@ def test_launch_poll_curves_inspect(tmp_path):
         result = client.predict("client", "micro", ["swiglu", "dual"], [0, 1], 20, 0.0, "builtin", FAST,
                                 api_name="/launch")
         assert sorted(result["queued"]) == ["dual-s0", "dual-s1", "swiglu-s0", "swiglu-s1"]
-        deadline = time.time() + 400
-        while time.time() < deadline:
-            rows = client.predict("client", api_name="/status")
-            if rows and all(r["state"] == "completed" for r in rows):
-                break
-            assert not [r for r in rows if r["state"].startswith("failed")], rows
-            time.sleep(2)
+        rows = _wait_until_completed(client, "client", timeout_s=400)
         assert len(rows) == 4 and all(r["state"] == "completed" for r in rows), rows
         curves = client.predict("client", "val/loss", "step", 0.0, api_name="/curves")
         assert set(curves) == {"swiglu", "dual"}
@@ -82,13 +89,7 @@ def test_a_plugin_ffn_from_one_file_goes_through_the_whole_app(tmp_path):
         result = client.predict("plug", "micro", ["toyabs+scale=0.5"], [0, 1], 10, 0.0, "builtin", FAST,
                                 api_name="/launch")
         assert sorted(result["queued"]) == ["toyabs+scale=0.5-s0", "toyabs+scale=0.5-s1"]
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            rows = client.predict("plug", api_name="/status")
-            if rows and all(r["state"] == "completed" for r in rows):
-                break
-            assert not [r for r in rows if r["state"].startswith("failed")], rows
-            time.sleep(2)
+        rows = _wait_until_completed(client, "plug", timeout_s=300)
         assert len(rows) == 2 and all(r["state"] == "completed" for r in rows), rows
         curves = client.predict("plug", "val/loss", "step", 0.0, api_name="/curves")
         assert curves["toyabs+scale=0.5"]["n"] == [2]

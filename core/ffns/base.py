@@ -4,8 +4,8 @@ A variant subclasses :class:`FFN` and overrides only the hooks it has something 
 diagnostics, inspection and the trainer call these hooks and never look inside a variant.
 """
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -58,9 +58,33 @@ class FFN(nn.Module):
         return {}
 
 
+@contextmanager
+def patched_forwards(modules: list[nn.Module], forwards: list[Callable]) -> Iterator[None]:
+    """Temporarily replace `modules`' forward (an instance attribute, so the class method returns
+    after); patches nest: an enclosing patch is restored on exit."""
+    previous = [module.__dict__.get("forward") for module in modules]
+    try:
+        for module, forward in zip(modules, forwards):
+            module.forward = forward
+        yield
+    finally:
+        for module, before in zip(modules, previous):
+            module.__dict__.pop("forward", None)
+            if before is not None:
+                module.forward = before
+
+
+def unit_sparsity(tokens: float, zeros: float, unit_active: torch.Tensor) -> dict[str, float]:
+    """zero_frac, dead_frac and always_on_frac of a hidden layer from pooled counts: `zeros` exact
+    zeros over `tokens` x h cells, `unit_active` [h] tokens on which each unit was active."""
+    return {"zero_frac": zeros / (tokens * unit_active.numel()),
+            "dead_frac": (unit_active == 0).double().mean().item(),
+            "always_on_frac": (unit_active == tokens).double().mean().item()}
+
+
 def linear(d_in: int, d_out: int) -> nn.Linear:
     """A bias-free projection, as every FFN matrix here."""
     return nn.Linear(d_in, d_out, bias=False)
 
 
-__all__ = ["FFN", "PathSplit", "linear"]
+__all__ = ["FFN", "PathSplit", "linear", "patched_forwards", "unit_sparsity"]

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from core.ffns import thresholds
-from core.ffns.base import FFN, PathSplit, linear
-from core.ffns.router import Router
+from core.ffns.base import FFN, PathSplit, linear, patched_forwards, unit_sparsity
+from core.ffns.router import Router, entropy_bits
 from core.variants import FFNSpec, Option, Stat, register_ffn
 
 SHARES = ("all", "updown", "none")
@@ -194,19 +194,9 @@ class DualPathFFN(FFN):
             weights[..., index] = 1.0
             return weights, torch.zeros((), device=x.device, dtype=torch.float32)
 
-        previous = self.router.__dict__.get("forward")  # an enclosing knock-out
-        self.router.forward = forward
-        try:
+        with patched_forwards([self.router], [forward]):
             yield
-        finally:
-            del self.router.forward
-            if previous is not None:
-                self.router.forward = previous
 
-
-def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
-    """Entropy over the last dim in bits; 0 log 0 = 0."""
-    return torch.special.entr(p).sum(-1) / math.log(2)
 
 
 def routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -214,7 +204,7 @@ def routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     logits = logits.detach().reshape(-1, 2).double()
     w = logits.softmax(-1)
     return {"tokens": torch.tensor(float(w.shape[0]), dtype=torch.float64), "weight": w.sum(0),
-            "mostly_sparse": (w[:, 1] > 0.5).double().sum(), "entropy": _entropy_bits(w).sum(),
+            "mostly_sparse": (w[:, 1] > 0.5).double().sum(), "entropy": entropy_bits(w).sum(),
             "logit_sq": logits.pow(2).sum()}
 
 
@@ -222,7 +212,7 @@ def routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     n = sums["tokens"].item()
     mean_w = sums["weight"] / n
     sparse = mean_w[1].item()
-    entropy, of_mean = sums["entropy"].item() / n, _entropy_bits(mean_w).item()
+    entropy, of_mean = sums["entropy"].item() / n, entropy_bits(mean_w).item()
     low, high = COLLAPSE_BAND
     return {"sparse_weight": sparse, "mostly_sparse": sums["mostly_sparse"].item() / n,
             "entropy": entropy, "entropy_of_mean": of_mean, "mutual_info": of_mean - entropy,
@@ -249,6 +239,4 @@ def threshold_summary(sums: dict[str, torch.Tensor], theta: float) -> dict[str, 
     cells = n * units.numel()
     return {"threshold": {"theta": theta, "theta_raw": theta * sums["scale"].item() / n,
                           "window_frac": sums["window"].item() / cells},
-            "sparsity": {"zero_frac": sums["zeros"].item() / cells,
-                         "dead_frac": (units == 0).double().mean().item(),
-                         "always_on_frac": (units == n).double().mean().item()}}
+            "sparsity": unit_sparsity(n, sums["zeros"].item(), units)}

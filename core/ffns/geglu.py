@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from core.ffns.base import FFN, linear
+from core.ffns.swiglu import SwiGLU
 from core.variants import FFNSpec, Option, register_ffn
 
 SPEC = FFNSpec(
@@ -15,14 +15,12 @@ SPEC = FFNSpec(
 
 
 @register_ffn(SPEC)
-class GeGLU(FFN):
+class GeGLU(SwiGLU):
+    """SwiGLU's projections with a GELU gate."""
+
     def __init__(self, config):
         super().__init__(config)
         self.approximate = config.ffn_options["gelu_approximate"]
-        self.gate_proj = linear(config.hidden_size, self.hidden)
-        self.up_proj = linear(config.hidden_size, self.hidden)
-        self.down_proj = linear(self.hidden, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, return_stats: bool = False):
-        gate = F.gelu(self.gate_proj(x), approximate=self.approximate)
-        return self.down_proj(gate * self.up_proj(x)), x.new_zeros(()), {}
+    def gate(self, g: torch.Tensor) -> torch.Tensor:
+        return F.gelu(g, approximate=self.approximate)

@@ -15,13 +15,12 @@ load_max (largest share times n: 1 = balanced, n = everything to one expert), en
 per-token router entropy, bits), entropy_of_mean (entropy of the mean weights, bits).
 """
 
-import math
 
 import torch
 from torch import nn
 
 from core.ffns.base import FFN
-from core.ffns.router import Router
+from core.ffns.router import Router, entropy_bits
 from core.ffns.swiglu import SwiGLU
 from core.variants import FFNSpec, Option, Stat, register_ffn
 
@@ -96,7 +95,7 @@ class MixtureOfExperts(FFN):
         chosen = weights.topk(self.top_k, -1).indices
         return {"tokens": torch.tensor(float(flat.shape[0]), dtype=torch.float64),
                 "slots": nn.functional.one_hot(chosen, self.num_experts).double().sum((0, 1)),
-                "weight": weights.sum(0), "entropy": _entropy_bits(weights).sum()}
+                "weight": weights.sum(0), "entropy": entropy_bits(weights).sum()}
 
     def probe_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         n = sums["tokens"].item()
@@ -104,9 +103,6 @@ class MixtureOfExperts(FFN):
         out = {f"moe/load_e{i}": value for i, value in enumerate(load.tolist())}
         out["moe/load_max"] = load.max().item() * self.num_experts
         out["moe/entropy"] = sums["entropy"].item() / n
-        out["moe/entropy_of_mean"] = _entropy_bits(sums["weight"] / n).item()
+        out["moe/entropy_of_mean"] = entropy_bits(sums["weight"] / n).item()
         return out
 
-
-def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
-    return torch.special.entr(p).sum(-1) / math.log(2)

@@ -8,7 +8,7 @@ params) widens it to 1.5 h.
 import torch
 import torch.nn.functional as F
 
-from core.ffns.base import FFN, linear
+from core.ffns.base import FFN, linear, unit_sparsity
 from core.variants import FFNSpec, Stat, register_ffn
 
 SPEC = FFNSpec(
@@ -37,7 +37,5 @@ class SquaredReLU(FFN):
                 "zeros": (1 - active).sum(), "unit_active": active.sum(0)}
 
     def probe_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
-        n, units = sums["tokens"].item(), sums["unit_active"]
-        return {"sparsity/zero_frac": sums["zeros"].item() / (n * units.numel()),
-                "sparsity/dead_frac": (units == 0).double().mean().item(),
-                "sparsity/always_on_frac": (units == n).double().mean().item()}
+        sparsity = unit_sparsity(sums["tokens"].item(), sums["zeros"].item(), sums["unit_active"])
+        return {f"sparsity/{name}": value for name, value in sparsity.items()}

@@ -1,5 +1,7 @@
 """A learned soft router over n choices (paths or experts), in fp32, with its auxiliary losses."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,3 +40,8 @@ class Router(nn.Module):
             share = F.one_hot(chosen, self.n).float().sum(1).mean(0) / self.k
             loss = loss + self.balance_weight * self.n * (share * flat.mean(0)).sum()
         return loss
+
+
+def entropy_bits(p: torch.Tensor) -> torch.Tensor:
+    """Entropy of router weights over the last dim, in bits; 0 log 0 = 0."""
+    return torch.special.entr(p).sum(-1) / math.log(2)

@@ -17,6 +17,10 @@ class SwiGLU(FFN):
         self.up_proj = linear(config.hidden_size, self.hidden)
         self.down_proj = linear(self.hidden, config.hidden_size)
 
+    def gate(self, g: torch.Tensor) -> torch.Tensor:
+        """The gate's activation (gated FFNs built on this one change only it)."""
+        return F.silu(g)
+
     def forward(self, x: torch.Tensor, return_stats: bool = False):
-        y = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        y = self.down_proj(self.gate(self.gate_proj(x)) * self.up_proj(x))
         return y, x.new_zeros(()), {}
