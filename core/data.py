@@ -427,7 +427,8 @@ def load_tokenizer(data: DataConfig, vocab_size: int, progress: bool = True) -> 
     return _load_tokenizer(data, vocab_size, _Corpus(data, progress))
 
 
-def _eot_id(tok: Tokenizer) -> int:
+def eot_id(tok: Tokenizer) -> int:
+    """Id of the token that ends a document (and a generation)."""
     for name in (EOT, "</s>", "<|end_of_text|>", "<eos>"):
         found = tok.token_to_id(name)
         if found is not None:
@@ -516,7 +517,7 @@ def load_tokens(data: DataConfig, vocab_size: int, progress: bool = True) -> Tok
     if meta is None:
         dtype = "uint16" if tok.get_vocab_size() <= 1 << 16 else "uint32"
         meta = _build_tokens(path, tok, corpus, {"key": key, "source": data.source, "dtype": dtype,
-                                                 "eot_id": _eot_id(tok)}, progress)
+                                                 "eot_id": eot_id(tok)}, progress)
     else:
         CACHE_STATS["tokens_hits"] += 1
     ids = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))

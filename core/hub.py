@@ -2,6 +2,7 @@
 
     python -m core.hub push EXPERIMENT --repo owner/name [--private] [--with-optimizer] [--dry-run]
     python -m core.hub pull owner/name [--experiment E] [--force]
+    python -m core.hub push-model EXPERIMENT/RUN --repo owner/name [--dry-run]  (core.hub_model)
 
 A push uploads, per run, ``config.json``, ``metrics.jsonl``, ``status.json``, ``summary.json``,
 ``tokenizer.json`` and the final ``model.safetensors`` (never ``train.log`` or ``run.lock``; the
@@ -38,6 +39,7 @@ from core.runs import (
     RunLockedError,
     experiment_records,
     list_runs,
+    record_hub_dataset_repo,
     runs_root,
     staged_experiment,
     validate_name,
@@ -90,7 +92,7 @@ def require_hub(what: str) -> None:
         raise HubError(f"{reason}; nothing was changed locally") from None
 
 
-def _require_token() -> str:
+def require_token() -> str:
     token = get_token()
     if not token:
         raise HubError("pushing needs a Hugging Face token with write access: run `hf auth login` "
@@ -98,10 +100,10 @@ def _require_token() -> str:
     return token
 
 
-def _hub_failure(what: str, repo: str, error: Exception) -> HubError:
+def hub_failure(what: str, repo: str, error: Exception) -> HubError:
     """One readable line for an error raised by huggingface_hub or its HTTP client."""
     if isinstance(error, RepositoryNotFoundError):
-        return HubError(f"{what}: no dataset repo {repo} on the Hub (or it is private and no token "
+        return HubError(f"{what}: no repo {repo} on the Hub (or it is private and no token "
                         "with access is set: HF_TOKEN or `hf auth login`)")
     if isinstance(error, GatedRepoError):
         return HubError(f"{what}: {repo} is gated; accept its conditions on the Hub first")
@@ -165,7 +167,7 @@ def push(experiment: str, repo: str, private: bool = False, with_optimizer: bool
     repo = validate_repo_id(repo)
     shareable_runs(runs_dir, experiment)  # fail on local problems before touching the network
     require_hub(f"pushing experiment {experiment!r} to {repo}")
-    token = _require_token()
+    token = require_token()
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="explorer-push-") as tmp:
         files = stage_experiment(runs_dir, experiment, Path(tmp), repo, with_optimizer)
@@ -176,7 +178,8 @@ def push(experiment: str, repo: str, private: bool = False, with_optimizer: bool
             api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=tmp, delete_patterns=["*"],
                               commit_message=f"core.hub push: experiment {experiment} ({len(files)} files)")
         except Exception as error:  # HTTP and transport errors of several libraries
-            raise _hub_failure(f"pushing to {repo}", repo, error) from None
+            raise hub_failure(f"pushing to {repo}", repo, error) from None
+    record_hub_dataset_repo(runs_root(runs_dir) / experiment, repo)
     return str(url or f"https://huggingface.co/datasets/{repo}")
 
 
@@ -292,11 +295,12 @@ def pull(repo: str, experiment: str | None = None, force: bool = False,
                 snapshot_download(repo, repo_type="dataset", revision=revision, local_dir=download,
                                   allow_patterns=pull_patterns())
             except Exception as error:  # HTTP and transport errors of several libraries
-                raise _hub_failure(f"pulling {repo}", repo, error) from None
+                raise hub_failure(f"pulling {repo}", repo, error) from None
             for rel in validate_snapshot(download, repo):
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(download / rel, staging / rel)
             shutil.rmtree(download)
+            record_hub_dataset_repo(staging, repo)
     except FileExistsError as error:  # appeared while downloading
         raise HubError(f"{error}; nothing was changed (pass --force to replace it)") from None
     except RunLockedError as error:
@@ -506,12 +510,25 @@ def _parser() -> argparse.ArgumentParser:
                         help="also upload each run's last checkpoint with optimizer state")
     push_p.add_argument("--dry-run", action="store_true",
                         help="list the files and print the card; no network")
+    model_p = sub.add_parser("push-model", help="upload one run as a model repo transformers loads")
+    model_p.add_argument("run", help="EXPERIMENT/RUN under the runs root, or a run folder")
+    model_p.add_argument("--repo", required=True, help="owner/name of the model repo")
+    model_p.add_argument("--private", action="store_true", help="create the repo private")
+    model_p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                         help="weights' dtype in the repo")
+    model_p.add_argument("--dataset-repo", default=None, metavar="OWNER/NAME",
+                         help="the experiment's dataset repo to link (default: where core.hub pushed "
+                              "or pulled it)")
+    model_p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
+                         help="the FFN file of a plugin run (repeatable)")
+    model_p.add_argument("--dry-run", action="store_true",
+                         help="list the files and print the card; no network")
     pull_p = sub.add_parser("pull", help="download an experiment from a Hub dataset repo")
     pull_p.add_argument("repo", help="owner/name of the dataset repo")
     pull_p.add_argument("--experiment", default=None, help="local name (default: the repo's name)")
     pull_p.add_argument("--force", action="store_true", help="replace an existing experiment")
     pull_p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
-    for sp in (push_p, pull_p):
+    for sp in (push_p, model_p, pull_p):
         sp.add_argument("--runs-dir", default=None)
     return p
 
@@ -526,10 +543,31 @@ def _dry_run(args: argparse.Namespace) -> None:
         print((Path(tmp) / CARD).read_text())
 
 
+def _push_model(args: argparse.Namespace) -> None:
+    from core import hub_model, variants  # torch and the exporter: only for this command
+
+    for path in args.ffn_module:
+        variants.load_plugin(path)
+    if not args.dry_run:
+        url = hub_model.push_model(args.run, args.repo, args.private, args.dtype, args.dataset_repo,
+                                   args.runs_dir)
+        print(f"pushed {args.run} to {url}")
+        return
+    run = hub_model.resolve_run(args.run, args.runs_dir)
+    with tempfile.TemporaryDirectory(prefix="explorer-push-model-") as tmp:
+        files = hub_model.stage_model(run, Path(tmp) / "model", args.repo, args.dtype, args.dataset_repo)
+        size = sum((Path(tmp) / "model" / f).stat().st_size for f in files)
+        print("\n".join(files))
+        print(f"{len(files)} files, {size / 1e6:.1f} MB would be pushed to {args.repo}\n")
+        print((Path(tmp) / "model" / hub_model.CARD).read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "push" and args.dry_run:
+        if args.command == "push-model":
+            _push_model(args)
+        elif args.command == "push" and args.dry_run:
             _dry_run(args)
         elif args.command == "push":
             url = push(args.experiment, args.repo, args.private, args.with_optimizer, args.runs_dir)

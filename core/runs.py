@@ -331,6 +331,22 @@ def list_runs(root: str | Path | None, experiment: str) -> list[Run]:
     return [run for run in runs if run.exists()]
 
 
+HUB_RECORD = ".hub.json"  # in an experiment folder: the Hub dataset repo it was pushed to or pulled from
+
+
+def hub_dataset_repo(root: str | Path | None, experiment: str) -> str | None:
+    """The Hub dataset repo `experiment` was last pushed to or pulled from, if any."""
+    record = _read_json(runs_root(root) / validate_name(experiment, "experiment name") / HUB_RECORD)
+    repo = (record or {}).get("dataset_repo")
+    return repo if isinstance(repo, str) else None
+
+
+def record_hub_dataset_repo(experiment_dir: Path, repo: str) -> None:
+    """Remember that the experiment in `experiment_dir` lives in the Hub dataset repo `repo`
+    (model cards link to it)."""
+    atomic_write_json(experiment_dir / HUB_RECORD, {"dataset_repo": repo})
+
+
 def experiment_records(root: str | Path | None, experiment: str) -> list[dict]:
     """Every run of `experiment` as {name, variant, seed, status, config, metrics, summary}."""
     records = []

@@ -10,6 +10,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # One token/tokenizer cache per test session (subprocesses inherit it): never the user's cache.
 os.environ.setdefault("EXPLORER_CACHE", tempfile.mkdtemp(prefix="explorer-test-cache-"))
+# transformers copies remote code (exports of non-SwiGLU variants) here: never the user's cache.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="explorer-test-hf-modules-"))
 
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -22,7 +22,7 @@ import yaml
 
 from core import hub
 from core.config import apply_overrides, preset
-from core.runs import Run, experiment_records, list_experiments, list_runs
+from core.runs import Run, experiment_records, hub_dataset_repo, list_experiments, list_runs
 from core.stats import format_table, table1
 from core.sweep import grid, plan
 from core.train import run_record
@@ -315,7 +315,9 @@ def test_pull_round_trip(experiment, tmp_path, fake_download):
     assert path == target / "exp" and list_experiments(target) == ["exp"]
     assert [r.name for r in list_runs(target, "exp")] == RUN_NAMES
     assert sorted(p.name for p in target.iterdir()) == ["exp"]  # no staging or download leftovers
-    assert sorted(p.name for p in path.iterdir()) == sorted(["README.md", "explorer.json", *RUN_NAMES])
+    assert sorted(p.name for p in path.iterdir()) == sorted([".hub.json", "README.md", "explorer.json",
+                                                             *RUN_NAMES])
+    assert hub_dataset_repo(target, "exp") == "me/exp"  # model cards link it
     for run in RUN_NAMES:
         assert sorted(p.name for p in (path / run).iterdir()) == SHARED
         assert tree(path / run) == {f: h for f, h in tree(root / name / run).items() if f in SHARED}

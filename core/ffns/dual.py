@@ -33,9 +33,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from core.ffns import thresholds
 from core.ffns.base import FFN, PathSplit, linear, patched_forwards, unit_sparsity
 from core.ffns.router import Router, entropy_bits
+from core.ffns.thresholds import KINDS, fused_mix, score, threshold_activation, window
 from core.variants import FFNSpec, Option, Stat, register_ffn
 
 SHARES = ("all", "updown", "none")
@@ -48,7 +48,7 @@ SPEC = FFNSpec(
             "sparse path",
     options=(
         Option("ffn_share", "all", "projections the two paths share", choices=SHARES),
-        Option("ffn_threshold", "jumprelu", "sparse activation", choices=thresholds.KINDS),
+        Option("ffn_threshold", "jumprelu", "sparse activation", choices=KINDS),
         Option("threshold_init", 0.5, "initial theta, in units of the gate's rms", minimum=0, exclusive=True),
         Option("threshold_bandwidth", 0.1, "width of theta's pseudo-gradient window (rms units)",
                minimum=0, exclusive=True),
@@ -111,7 +111,7 @@ class DualPathFFN(FFN):
         return F.silu(g) * u, self.activation(g_s) * u_s
 
     def activation(self, g: torch.Tensor) -> torch.Tensor:
-        return thresholds.threshold_activation(self.threshold_kind, g, self.threshold, self.bandwidth)
+        return threshold_activation(self.threshold_kind, g, self.threshold, self.bandwidth)
 
     def mix_weights(self, x: torch.Tensor):
         """Router weights [..., 2], aux loss and the per-token path scales c_d, c_s [..., 1]."""
@@ -123,7 +123,7 @@ class DualPathFFN(FFN):
         weights, aux, c_d, c_s = self.mix_weights(x)
         if self.fused and not return_stats:
             g, u = self.gate_proj(x), self.up_proj(x)
-            mixed = thresholds.fused_mix(g, u, c_d, c_s, self.threshold, self.threshold_kind, self.bandwidth)
+            mixed = fused_mix(g, u, c_d, c_s, self.threshold, self.threshold_kind, self.bandwidth)
             return self.down_proj(mixed), aux, {}
         dense, sparse = self._paths(x)
         if self.share == "none":
@@ -223,10 +223,10 @@ def routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
 def threshold_sums(kind: str, g: torch.Tensor, u: torch.Tensor, theta: torch.Tensor,
                     bandwidth: float) -> dict[str, torch.Tensor]:
     """Additive threshold/sparsity statistics of one batch of sparse-path inputs g, u [..., h]."""
-    z, scale = thresholds.score(kind, g.detach().float())
+    z, scale = score(kind, g.detach().float())
     active = z > theta.item()
-    passes = thresholds.window(kind, z, theta.item(), bandwidth)
-    sparse = thresholds.threshold_activation(kind, g, theta, bandwidth) * u  # the model's activation
+    passes = window(kind, z, theta.item(), bandwidth)
+    sparse = threshold_activation(kind, g, theta, bandwidth) * u  # the model's activation
     h = g.shape[-1]
     return {"threshold_tokens": torch.tensor(float(scale.numel()), dtype=torch.float64),
             "scale": scale.double().sum(), "window": passes.double().sum(),
