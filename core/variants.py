@@ -1,9 +1,10 @@
 """The FFN variant registry: what each variant is, as data (no torch).
 
-A variant is one file that declares an :class:`FFNSpec` (its options, the statistics it
-reports, how its matrices count) and registers its ``nn.Module`` with :func:`register_ffn`.
-Built-in variants live in ``core/ffns/<name>.py`` and are imported on first use; a user's own
-variant is a file loaded with :func:`load_plugin` (``--ffn-module``, ``EXPLORER_FFN_MODULES``).
+A variant declares an :class:`FFNSpec` (its options, the statistics it reports, how its matrices
+count) and registers its ``nn.Module`` with :func:`register_ffn`. A built-in variant keeps its spec
+in ``core/ffns/<name>_spec.py`` (no torch: validating a config imports only that) and its module in
+``core/ffns/<name>.py`` (imported when a model is built); a user's own variant is one file, spec
+and module, loaded with :func:`load_plugin` (``--ffn-module``, ``EXPLORER_FFN_MODULES``).
 Config validation, labels, the app's Launch form, inspection and diagnostics loop over this
 registry; nothing outside a variant's file names a variant.
 """
@@ -140,8 +141,12 @@ def register_ffn(declared: FFNSpec) -> Callable[[type], type]:
     see ``core/ffns/base.py`` for the optional hooks (initialisation, diagnostics, knock-outs).
     """
     path, sha256 = plugin_origin()
-    declared = replace(declared, source=path, sha256=sha256)
-    if declared.name in _SPECS:
+    if path and declared.name in BUILTIN:
+        raise ValueError(f"{declared.name!r} is a built-in FFN variant; give yours another name")
+    if path:
+        declared = replace(declared, source=path, sha256=sha256)
+    # A built-in's module registers the very spec object its spec file registered already.
+    if declared.name in _SPECS and _SPECS[declared.name] is not declared:
         raise ValueError(f"an FFN variant named {declared.name!r} is already registered "
                          f"({_SPECS[declared.name].source or 'built in'})")
 
@@ -155,7 +160,8 @@ def register_ffn(declared: FFNSpec) -> Callable[[type], type]:
 
 
 def _import_builtin(name: str) -> None:
-    importlib.import_module(f"core.ffns.{name}")
+    """Register a built-in's spec from its torch-free spec file (its module comes later)."""
+    _SPECS[name] = importlib.import_module(f"core.ffns.{name}_spec").SPEC
 
 
 def names() -> tuple[str, ...]:
@@ -179,8 +185,10 @@ def spec(name: str) -> FFNSpec:
 
 
 def module_class(name: str) -> type:
-    """The ``nn.Module`` class of variant `name`."""
+    """The ``nn.Module`` class of variant `name` (a built-in's module is imported now)."""
     spec(name)
+    if name not in _MODULES:
+        importlib.import_module(f"core.ffns.{name}")  # registers the class with the spec
     return _MODULES[name]
 
 

@@ -77,8 +77,9 @@ def test_every_variant_loads_with_remote_code(tmp_path, case):
 
 def test_exported_ffn_code_is_the_explorer_source():
     files = ffn_source_files("dual")
-    assert set(files) == {"dual.py", "base.py", "router.py", "thresholds.py", "variants.py", "ffn_variant.py"}
-    for name in ("dual.py", "thresholds.py", "variants.py"):
+    assert set(files) == {"dual.py", "dual_spec.py", "base.py", "router.py", "thresholds.py", "variants.py",
+                          "ffn_variant.py"}
+    for name in ("dual.py", "dual_spec.py", "thresholds.py", "variants.py"):
         ours = (REPO / "core" / ("variants.py" if name == "variants.py" else f"ffns/{name}")).read_text()
         changed = [(a, b) for a, b in zip(ours.splitlines(), files[name].splitlines()) if a != b]
         assert all(a.startswith("from core.") and b.startswith("from .") for a, b in changed)

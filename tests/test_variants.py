@@ -97,9 +97,27 @@ def test_parameter_count_by_hand():
 # 2. the config module stays torch-free ---------------------------------------------------------
 
 
-def test_config_imports_without_torch():
-    code = "import core.config, sys; assert 'torch' not in sys.modules, 'torch imported'"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+TORCH_FREE = """
+import sys
+from core import variants
+from core.config import apply_overrides, describe_variants, preset, variant_label
+for name in variants.names():
+    config = apply_overrides(preset("paper"), [f"model.ffn={name}", "model.ffn_match=params"])
+    variant_label(config.model), variants.parameter_count(config.model), variants.flops_per_token(config.model)
+describe_variants()
+apply_overrides(preset("micro"), ["model.ffn=dual", "ffn_share=none", "ffn_threshold=cats"])
+apply_overrides(preset("micro"), ["model.ffn=moe", "moe_experts=8", "moe_top_k=2"])
+try:
+    apply_overrides(preset("micro"), ["model.ffn=moe", "moe_top_k=9"])
+except ValueError:
+    pass
+assert 'torch' not in sys.modules, 'torch imported'
+"""
+
+
+def test_building_and_validating_configs_needs_no_torch():
+    """Every variant's config builds, validates, labels and counts without importing torch."""
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE], cwd=REPO, capture_output=True, text=True,
                             env=_env(), timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -446,8 +464,15 @@ def test_plugin_duplicate_name(tmp_path):
     with pytest.raises(ValueError, match="already registered"):
         variants.load_plugin(_toy(other, name)[0])
     assert variants.spec(name).source == str(path.resolve())
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="'swiglu' is a built-in FFN variant"):
         variants.load_plugin(_toy(other, "swiglu")[0])
+
+
+def test_a_plugin_cannot_take_a_builtin_name_before_the_builtins_load(tmp_path):
+    code = (f"from core import variants\nvariants.load_plugin({str(_toy(tmp_path, 'moe')[0])!r})")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env=_env(), timeout=120)
+    assert "'moe' is a built-in FFN variant" in result.stderr
 
 
 def test_plugin_registering_nothing_fails_every_time(tmp_path):

@@ -34,40 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from core.ffns.base import FFN, PathSplit, linear, patched_forwards, unit_sparsity
+from core.ffns.dual_spec import SPEC
 from core.ffns.router import Router, entropy_bits
-from core.ffns.thresholds import KINDS, fused_mix, score, threshold_activation, window
-from core.variants import FFNSpec, Option, Stat, register_ffn
+from core.ffns.thresholds import fused_mix, score, threshold_activation, window
+from core.variants import register_ffn
 
-SHARES = ("all", "updown", "none")
 COLLAPSE_BAND = (0.05, 0.95)  # mean sparse weight outside this band: the router has collapsed
 PROJECTIONS = ("gate", "up", "down")
-
-SPEC = FFNSpec(
-    name="dual",
-    summary="the report's dual path: a 2-way router mixes a dense SwiGLU path and a learned-threshold "
-            "sparse path",
-    options=(
-        Option("ffn_share", "all", "projections the two paths share", choices=SHARES),
-        Option("ffn_threshold", "jumprelu", "sparse activation", choices=KINDS),
-        Option("threshold_init", 0.5, "initial theta, in units of the gate's rms", minimum=0, exclusive=True),
-        Option("threshold_bandwidth", 0.1, "width of theta's pseudo-gradient window (rms units)",
-               minimum=0, exclusive=True),
-        Option("router_z_loss", 1e-3, "weight of the router z-loss", minimum=0),
-        Option("router_balance_loss", 0.0, "weight of the load-balance loss (0 = off)", minimum=0),
-        Option("router_temperature", 1.0, "softmax temperature of the router", minimum=0, exclusive=True),
-        Option("ffn_fused", True, "recompute-in-backward fused activation (same maths, less memory)"),
-    ),
-    stats=(
-        Stat("router_sparse", "router weight of the sparse path"),
-        Stat("zero_frac", "fraction of exact zeros in the sparse path's activation"),
-        Stat("theta", "learned threshold (rms units)", per="layer", high=2.0),
-        Stat("alpha_dense", "dense-path scale", per="layer", high=2.0),
-        Stat("alpha_sparse", "sparse-path scale", per="layer", high=2.0),
-    ),
-    matrices=lambda o: {"all": 3, "updown": 4, "none": 6}[o["ffn_share"]],
-    extra_params=lambda d, o: 2 * d + 2 + 3,  # router weight and bias; theta, alpha_dense, alpha_sparse
-    extra_flops=lambda d, o: 2 * d * 2,
-)
 
 
 @register_ffn(SPEC)

@@ -3,15 +3,9 @@
 import torch
 import torch.nn.functional as F
 
+from core.ffns.geglu_spec import SPEC
 from core.ffns.swiglu import SwiGLU
-from core.variants import FFNSpec, Option, register_ffn
-
-SPEC = FFNSpec(
-    name="geglu",
-    summary="GEGLU: down(gelu(gate x) * up x), GELU-gated dense FFN (Shazeer 2020)",
-    options=(Option("gelu_approximate", "none", "GELU form: exact (none) or the tanh approximation",
-                    choices=("none", "tanh")),),
-)
+from core.variants import register_ffn
 
 
 @register_ffn(SPEC)

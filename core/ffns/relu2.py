@@ -9,14 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from core.ffns.base import FFN, linear, unit_sparsity
-from core.variants import FFNSpec, Stat, register_ffn
-
-SPEC = FFNSpec(
-    name="relu2",
-    summary="squared ReLU: down(relu(up x)^2), activation-sparse, no gate (Primer)",
-    matrices=lambda options: 2,
-    stats=(Stat("zero_frac", "fraction of exact zeros in relu(up x)^2 per token"),),
-)
+from core.ffns.relu2_spec import SPEC
+from core.variants import register_ffn
 
 
 @register_ffn(SPEC)

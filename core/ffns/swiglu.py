@@ -4,9 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from core.ffns.base import FFN, linear
-from core.variants import FFNSpec, register_ffn
-
-SPEC = FFNSpec(name="swiglu", summary="SwiGLU: down(silu(gate x) * up x), the Qwen2 MLP and the baseline")
+from core.ffns.swiglu_spec import SPEC
+from core.variants import register_ffn
 
 
 @register_ffn(SPEC)

@@ -11,7 +11,8 @@ recomputed in backward chunk by chunk).
 import torch
 import torch.nn.functional as F
 
-KINDS = ("jumprelu", "shifted_relu", "cats")
+from core.ffns.dual_spec import THRESHOLD_KINDS as KINDS  # one list, in the torch-free spec
+
 CATS_WINDOW = 3.0  # cats: theta's gradient window, in multiples of the sigmoid bandwidth
 
 
