@@ -50,7 +50,7 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6  # RMSNorm epsilon, Qwen2 default
     initializer_range: float = 0.02  # std of the normal init of all matrices
     tie_word_embeddings: bool = True  # lm_head shares the embedding matrix
-    ffn: str = "swiglu"  # FFN variant, a name in the registry (core.variants)
+    ffn: str = variants.BASELINE  # FFN variant, a name in the registry (core.variants)
     ffn_hidden: int = 0  # hidden width of the FFN; 0 = derived from ffn_match
     # width: h = intermediate_size; params / active: h chosen so the FFN's total / per-token
     # parameters match SwiGLU's (they differ only for a mixture of experts)

@@ -464,11 +464,12 @@ def dataset_card(experiment: str, repo: str, records: list[dict], with_optimizer
     variants = [str(v) for v in table["variant"]]  # baseline first, as in Table 1
     records = sorted(records, key=lambda r: (variants.index(str(r["variant"])), str(r["name"])))
     commands = sweep_commands(experiment, [r["config"] for r in records])
+    ffns = list(dict.fromkeys(r["config"].get("model", {}).get("ffn", "?") for r in records))
     front = ["---", f"pretty_name: {json.dumps(f'FFN explorer experiment: {experiment}')}",
-             "tags:", "- ffn-explorer", "- transformer-ffn", "- swiglu", "- dual-path-ffn",
+             "tags:", "- ffn-explorer", "- transformer-ffn", *(f"- ffn-{name}" for name in ffns),
              "viewer: false", "---"]
     intro = (f"Training runs of a Qwen2-style language model comparing feed-forward networks "
-             f"(SwiGLU vs a dual-path sparse/dense FFN), made with the FFN explorer and pushed with "
+             f"({', '.join(ffns)}), made with the FFN explorer and pushed with "
              f"`python -m core.hub push {experiment} --repo {repo}`: {len(records)} runs, "
              f"{len(variants)} variant(s).")
     files = ("Each run is a folder `<variant>-s<seed>/` with `config.json` (everything needed to "

@@ -219,6 +219,7 @@ def test_card_front_matter_table_setup_and_reproduction(experiment):
     meta = yaml.safe_load(front)
     assert meta["pretty_name"] == "FFN explorer experiment: exp"
     assert "ffn-explorer" in meta["tags"] and meta["viewer"] is False
+    assert {"ffn-swiglu", "ffn-dual"} <= set(meta["tags"]) and "(swiglu, dual)" in body
     # Table 1 as markdown, baseline first
     results = body.split("## Results (Table 1)")[1].split("## Setup")[0]
     table = [line for line in results.splitlines() if line.startswith("| ")]
