@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.ffns.base import FFN, patched_forwards
+from core.metrics import layer_key, layer_keys
 
 AutocastFactory = Callable[[], AbstractContextManager]
 
@@ -72,11 +73,7 @@ class _LayerTally:
     def metrics(self, layer: int) -> dict[str, float]:
         if self.sums is None:
             return {}
-        out = {}
-        for key, value in self.ffn.probe_metrics(self.sums).items():
-            group, name = key.split("/", 1)
-            out[f"{group}/L{layer}/{name}"] = value
-        return out
+        return layer_keys(layer, self.ffn.probe_metrics(self.sums))
 
 
 def _summed_across(sums: dict[str, torch.Tensor], reduce_sum: Callable, device) -> dict[str, torch.Tensor]:
@@ -166,10 +163,9 @@ def threshold_grad_norms(model: nn.Module) -> dict[str, float]:
     the dual path); call after backward, before ``zero_grad`` (params without grad left out)."""
     out = {}
     for i, ffn in ffn_layers(model):
-        for key, parameter in ffn.watched_parameters().items():
-            if parameter.grad is not None:
-                group, name = key.split("/", 1)
-                out[f"{group}/L{i}/{name}"] = parameter.grad.detach().abs().float().item()
+        grads = {key: parameter.grad.detach().abs().float().item()
+                 for key, parameter in ffn.watched_parameters().items() if parameter.grad is not None}
+        out.update(layer_keys(i, grads))
     return out
 
 
@@ -248,10 +244,8 @@ def interference_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devic
     out = {}
     for i, split in split_gradients(model, x, y, device, autocast).items():
         for name, value in interference_summary(split).items():
-            out[f"interference/L{i}/{name}"] = value
-        for key, grad in split["watched"].items():
-            group, name = key.split("/", 1)
-            out[f"{group}/L{i}/{name}"] = grad.detach().abs().float().item()
+            out[layer_key("interference", i, name)] = value
+        out.update(layer_keys(i, {k: g.detach().abs().float().item() for k, g in split["watched"].items()}))
     return out
 
 

@@ -8,7 +8,6 @@ seeds (core.stats.seed_band). Reads runs only through core.runs.experiment_recor
 import argparse
 import html
 import math
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import core.diagnostics
 from core import variants
 from core.band_plot import band_traces, variant_color
 from core.config import RunConfig
+from core.metrics import LOSSES, parse_key
 from core.runs import experiment_records, runs_root, validate_name
 from core.stats import TABLE1_CELLS, TABLE1_NOTE, seed_band, table1, table1_cells
 
@@ -34,7 +34,6 @@ METRIC_ORDER = ["sparse_weight", "mostly_sparse", "entropy", "entropy_of_mean", 
                 "logit_rms", "collapsed", "theta", "theta_raw", "grad", "window_frac", "zero_frac",
                 "dead_frac", "always_on_frac", "cosine", "neg_frac", "norm_ratio", "cosine_gate",
                 "cosine_up", "cosine_down", "dense", "sparse"]
-_KEY = re.compile(r"^(?P<group>[a-z]+)/(?:L(?P<layer>\d+)(?:/(?P<name>.+))?|(?P<flat>.+))$")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.3em .6em}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -202,20 +201,17 @@ def band_figure(groups: dict[str, list[list[dict]]], key: str) -> go.Figure:
 
 
 def diagnostic_keys(groups: dict[str, list[list[dict]]]) -> dict[str, dict[str, dict[str, str]]]:
-    """{group: {metric name: {layer label: key}}} of every diagnostic key any run logged.
-
-    ``threshold/L{i}`` (logged by evaluate) is theta; the explicit ``threshold/L{i}/theta`` wins.
-    """
+    """{group: {metric name: {layer label: key}}} of every diagnostic key any run logged (old bare
+    per-layer keys included, see core.metrics; an explicit name wins over a bare one)."""
     keys = sorted({k for runs in groups.values() for m in runs for line in m for k in line},
                   key=lambda k: (k.count("/"), k), reverse=True)  # explicit names before bare ones
     out: dict[str, dict[str, dict[str, str]]] = {}
     for key in keys:
-        match = _KEY.match(key)
-        if not match or (match["layer"] is None and match["group"] not in DIAGNOSTIC_GROUPS):
+        parsed = parse_key(key)
+        if parsed is None or (parsed.layer is None and parsed.group not in DIAGNOSTIC_GROUPS):
             continue
-        name = match["name"] or match["flat"] or ("theta" if match["group"] == "threshold" else "value")
-        layer = f"L{match['layer']}" if match["layer"] is not None else "all"
-        out.setdefault(match["group"], {}).setdefault(name, {}).setdefault(layer, key)
+        layer = f"L{parsed.layer}" if parsed.layer is not None else "all"
+        out.setdefault(parsed.group, {}).setdefault(parsed.name, {}).setdefault(layer, key)
     return out
 
 
@@ -282,8 +278,7 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
              f"<p class=note>Mean ± sample std over seeds of each run's last val loss, against the "
              f"baseline (first row). {html.escape(TABLE1_NOTE)} Runs not completed are left out.</p>",
              "<h2>Figure 1: validation loss</h2>",
-             _figure_html("val/loss (mean ± std over seeds)", band_figure(groups, "val/loss")),
-             _figure_html("train/loss (mean ± std over seeds)", band_figure(groups, "train/loss"))]
+             *(_figure_html(f"{key} (mean ± std over seeds)", band_figure(groups, key)) for key in LOSSES)]
     knockout = knockout_html(records)
     if knockout:
         parts += ["<h2>Knock-out: val loss of reduced models</h2>", knockout,

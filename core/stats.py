@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from core import variants
+from core.metrics import ELAPSED, STEP, TOKENS, VAL_LOSS
 from core.significance import MAX_SEEDS, compare
 
-X_KEYS = ("step", "tokens", "elapsed_s")
+X_KEYS = (STEP, TOKENS, ELAPSED)
 DEFAULT_BASELINE = variants.BASELINE
 COMPARISON_COLUMNS = ["ci_low", "ci_high", "boot_low", "boot_high", "p_paired", "paired_seeds", "mde",
                       "seeds_needed"]
@@ -208,7 +209,7 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 # ---------------------------------------------------------------------------- Table 1
 
 
-def final_value(metrics: list[dict], key: str = "val/loss") -> float | None:
+def final_value(metrics: list[dict], key: str = VAL_LOSS) -> float | None:
     """Value of ``key`` at the run's last step that logged it (may be NaN); None if never logged."""
     _, ys = metric_series(metrics, key, "step")
     return float(ys[-1]) if len(ys) else None
@@ -223,7 +224,7 @@ def _run_numbers(run: dict) -> dict:
     summary, metrics = run.get("summary") or {}, run.get("metrics") or []
     loss = _summary_float(summary, "final_val_loss")
     if not math.isfinite(loss):
-        last = final_value(metrics, "val/loss")
+        last = final_value(metrics, VAL_LOSS)
         loss = math.nan if last is None else last
     mem = _summary_float(summary, "peak_mem_gb")
     if not math.isfinite(mem):
