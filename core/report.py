@@ -8,6 +8,7 @@ seeds (core.stats.seed_band). Reads runs only through core.runs.experiment_recor
 import argparse
 import html
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -66,7 +67,10 @@ def _figure_html(title: str, fig: go.Figure) -> str:
 
     The title is HTML, not plotly's: the figure JSON escapes "/" and so hides metric names.
     """
-    div = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+    # a div id from the title, not plotly's random one: the same runs give the same page
+    div_id = "figure-" + re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    div = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False},
+                      div_id=div_id)
     return f"<h3>{html.escape(title)}</h3>\n{div}"
 
 

@@ -6,7 +6,7 @@ from plotly.offline import get_plotlyjs
 from core.config import preset
 from core.report import build_report, diagnostic_keys, main
 from core.runs import Run
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 
 def _make_run(root, experiment: str, variant: str, seed: int, metrics: list[dict], summary: dict) -> None:
@@ -108,3 +108,16 @@ def test_missing_experiment_is_a_clear_error(tmp_path, capsys):
     assert main(["nothing", "--runs-dir", str(tmp_path)]) == 2
     assert "no runs" in capsys.readouterr().err
     assert main(["../evil", "--runs-dir", str(tmp_path)]) == 2
+
+
+STAMP = re.compile(r"report generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.")
+
+
+@pytest.mark.parametrize("shipped", sorted((REPO / "docs" / "reports").glob("*.html")), ids=lambda p: p.stem)
+def test_shipped_reports_regenerate_byte_identical(shipped):
+    """`python -m core.report` on a shipped experiment gives the shipped page, but for the time."""
+    fresh = build_report(REPO / "runs", shipped.stem)
+    old = shipped.read_text(encoding="utf-8")
+    assert len(STAMP.findall(old)) == 1
+    assert STAMP.sub("", fresh) == STAMP.sub("", old), (
+        f"{shipped} is stale: python -m core.report {shipped.stem} --out {shipped.relative_to(REPO)}")
