@@ -15,6 +15,7 @@ from core import variants
 from core.config import PRESETS, preset
 from core.hub import pull_at_start
 from core.stats import TABLE1_NOTE, Band
+from core.trackers import BACKENDS
 from ui.figures import curves_figure, layer_params_figure, stats_heatmaps, token_loss_figure
 from ui.service import Explorer, Limits, variant_choice
 from ui.settings import app_settings
@@ -98,6 +99,9 @@ def launch_tab(explorer: Explorer) -> dict:
             data = gr.Textbox("builtin", label="Data (builtin, fineweb, hf:owner/name, path)")
         forms = variant_forms()
         overrides = gr.Textbox("", lines=2, label="Overrides (key=value, one per line)")
+        mirrors = gr.CheckboxGroup(list(BACKENDS), value=[], label="Mirror metrics to",
+                                   info="TensorBoard and W&B (offline unless logged in) write inside each "
+                                   "run folder; Trackio to its local store")
         grid_table = gr.Dataframe(label="Grid to queue", interactive=False)
         estimate = gr.Markdown()
         with gr.Row():
@@ -123,7 +127,8 @@ def launch_tab(explorer: Explorer) -> dict:
 
     @friendly
     def do_launch(*values):
-        result = explorer.launch(*unpack(*values))
+        *values, trackers = values
+        result = explorer.launch(*unpack(*values), trackers=trackers)
         return f"{result['message']}: {', '.join(result['queued']) or 'nothing new'}"
 
     def estimate_now(*values):
@@ -147,7 +152,7 @@ def launch_tab(explorer: Explorer) -> dict:
     for component in plan_inputs:
         component.change(preview, plan_inputs, [grid_table, message], api_visibility="private",
                          show_progress="hidden")
-    launched = launch_btn.click(do_launch, plan_inputs, message, api_visibility="private")
+    launched = launch_btn.click(do_launch, [*plan_inputs, mirrors], message, api_visibility="private")
     launched.then(refresh, [experiment, failures_seen], [runs, cancel_run, failures_seen],
                   api_visibility="private")
     experiment.change(lambda: None, None, failures_seen, api_visibility="private")
@@ -429,9 +434,10 @@ def register_api(explorer: Explorer) -> None:
     /inspect /variants (numbers at full precision)."""
 
     def launch(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
-               lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:
+               lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None,
+               trackers: list[str] | None = None) -> dict:
         return explorer.launch(experiment, preset, variants, seeds, steps or None, lr or None, data,
-                               overrides or [])
+                               overrides or [], trackers or [])
 
     def estimate(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
                  lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:

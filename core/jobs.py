@@ -22,6 +22,7 @@ import torch
 from core.config import RunConfig
 from core.runs import Run, list_experiments, list_runs, runs_root, validate_name
 from core.sweep import Cell, grid, train_command, train_env
+from core.trackers import parse_backends
 from core.train import run_record
 
 ORPHANED = "orphaned: the training process ended without a final status"
@@ -177,16 +178,18 @@ class JobManager:
     # submit ----------------------------------------------------------------------------------
     def submit(self, experiment: str, preset: str, variants: list[str], seeds: list[int],
                steps: int | None = None, overrides: list[str] | None = None,
-               data: str | None = None) -> list[str]:
+               data: str | None = None, trackers: list[str] | None = None) -> list[str]:
         """Queue the variants x seeds grid; return the names of the runs newly queued.
 
         Everything is validated before anything is written (ValueError): names, preset, variants,
-        seeds, overrides, and that no run folder holds a different config. Completed, queued and
-        running runs are skipped; failed or cancelled ones are queued again (and resume from
-        their checkpoint when they have one).
+        seeds, overrides, trackers, and that no run folder holds a different config. Completed,
+        queued and running runs are skipped; failed or cancelled ones are queued again (and resume
+        from their checkpoint when they have one). Each run mirrors its metrics to `trackers`
+        (names of core.trackers.BACKENDS), which are not part of its config.
         """
         validate_name(experiment, "experiment name")
         _check_seeds(list(seeds))
+        mirrors = list(parse_backends(trackers))
         cells = _unique_cells(grid(preset, list(variants), list(seeds), list(overrides or []),
                                    steps, data))
         with self._lock:
@@ -195,9 +198,10 @@ class JobManager:
             runs = [Run.at(self.root, experiment, cell.name) for cell in cells]
             for cell, run in zip(cells, runs, strict=True):
                 _check_config(cell, run)
-            return [run.name for cell, run in zip(cells, runs, strict=True) if self._enqueue(cell, run)]
+            return [run.name for cell, run in zip(cells, runs, strict=True)
+                    if self._enqueue(cell, run, mirrors)]
 
-    def _enqueue(self, cell: Cell, run: Run) -> bool:
+    def _enqueue(self, cell: Cell, run: Run, trackers: list[str]) -> bool:
         if run.path in self._children or run.path in self._external or self._in_queue(run):
             return False
         state = run.read_status().get("state")
@@ -207,8 +211,9 @@ class JobManager:
         if run.read_config() is None:
             run.write_config(run_record(cell.config, self._device_name(cell.config)))
         self._last_queued = max(time.time(), self._last_queued + 1e-6)  # keeps submit order
-        run.write_status("queued", queued_at=self._last_queued, flags=cell.flags, error=None,
-                         pid=None)
+        # The trackers sit beside the flags, not in them: they are no part of the run's identity.
+        run.write_status("queued", queued_at=self._last_queued, flags=cell.flags, trackers=trackers,
+                         error=None, pid=None)
         self._queue.append(run)
         return True
 
@@ -248,19 +253,19 @@ class JobManager:
         if run.is_alive():
             self._external[run.path] = run  # another manager launched it first
             return
-        flags = status.get("flags")
-        if not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
+        flags, trackers = status.get("flags"), status.get("trackers") or []
+        if not all(isinstance(v, list) and all(isinstance(f, str) for f in v) for v in (flags, trackers)):
             run.write_status("failed", error="queued without valid training flags")
             return
         gpu = self._free_gpu()
         run.write_status("queued", gpu=gpu)  # kept by train's later writes: a restart sees it
         try:
-            self._children[run.path] = self._spawn(run, flags, gpu)
+            self._children[run.path] = self._spawn(run, flags, gpu, trackers)
         except OSError as error:
             run.write_status("failed", error=f"could not start the training process: {error}")
 
-    def _spawn(self, run: Run, flags: list[str], gpu: int | None) -> _Child:
-        command = train_command(run, flags, self.threads, resume=run.checkpoint_dir() is not None)
+    def _spawn(self, run: Run, flags: list[str], gpu: int | None, trackers: list[str]) -> _Child:
+        command = train_command(run, flags, self.threads, run.checkpoint_dir() is not None, trackers)
         env = train_env(self.threads)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[gpu]

@@ -48,10 +48,10 @@ def experiment_name(recipe: str, lr: float) -> str:
 
 
 def _run_grid(recipe: Recipe, name: str, lr: float, seeds: list[int], root: Path, parallel: int,
-              progress: bool) -> dict[str, int]:
+              progress: bool, trackers: tuple[str, ...]) -> dict[str, int]:
     overrides = [*recipe.overrides, f"train.lr={lr}"]
     cells = grid(recipe.preset, list(recipe.variants), seeds, overrides, recipe.steps, recipe.data)
-    return execute(plan(cells, root, experiment_name(name, lr)), parallel, progress)
+    return execute(plan(cells, root, experiment_name(name, lr)), parallel, progress, trackers)
 
 
 def best_lrs(name: str, root: Path) -> dict[str, float]:
@@ -67,16 +67,18 @@ def best_lrs(name: str, root: Path) -> dict[str, float]:
     return {variant: lr for variant, (lr, _) in best.items()}
 
 
-def run_recipe(name: str, root: Path, parallel: int = 1, progress: bool = True) -> dict[str, int]:
-    """Both phases; returns each run's exit code (0 = completed)."""
+def run_recipe(name: str, root: Path, parallel: int = 1, progress: bool = True,
+               trackers: tuple[str, ...] = ()) -> dict[str, int]:
+    """Both phases, each run mirroring its metrics to `trackers`; returns each run's exit code
+    (0 = completed)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     recipe, codes = RECIPES[name], {}
     for lr in recipe.lrs:  # phase 1: seed 0 everywhere
-        codes.update(_run_grid(recipe, name, lr, [recipe.seeds[0]], root, parallel, progress))
+        codes.update(_run_grid(recipe, name, lr, [recipe.seeds[0]], root, parallel, progress, trackers))
     rest = list(recipe.seeds[1:])
     for lr in sorted({recipe.shared_lr, *best_lrs(name, root).values()}):  # phase 2
-        codes.update(_run_grid(recipe, name, lr, rest, root, parallel, progress))
+        codes.update(_run_grid(recipe, name, lr, rest, root, parallel, progress, trackers))
     return codes
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.runs import Run, experiment_records, runs_root, validate_name
 from core.stats import format_table, table1
+from core.trackers import LOG_TO_HELP, parse_backends
 from core.train import MALLOC_ENV, load_ffn_modules
 
 
@@ -56,10 +57,12 @@ def grid(preset_name: str, variants: list[str], seeds: list[int], overrides: lis
     return cells
 
 
-def train_command(run: Run, flags: list[str], threads: int, resume: bool) -> list[str]:
-    """The `python -m core.train` command line of one run."""
+def train_command(run: Run, flags: list[str], threads: int, resume: bool,
+                  trackers: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The `python -m core.train` command line of one run (mirroring its metrics to `trackers`)."""
     cmd = [sys.executable, "-m", "core.train", "--run-dir", str(run.path), *flags,
            "--threads", str(threads), "--no-progress"]
+    cmd += ["--log-to", ",".join(trackers)] * bool(trackers)
     return cmd + ["--resume"] * resume
 
 
@@ -85,8 +88,10 @@ def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run
     return todo
 
 
-def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = True) -> dict[str, int]:
-    """Run the planned cells, `parallel` at a time; return each run's exit code."""
+def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = True,
+            trackers: tuple[str, ...] = ()) -> dict[str, int]:
+    """Run the planned cells, `parallel` at a time, each mirroring its metrics to `trackers`;
+    return each run's exit code."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
     pending, running, codes = list(todo), {}, {}
     bar = tqdm(total=len(todo), unit="run", disable=not progress, desc="sweep")
@@ -94,7 +99,7 @@ def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = 
         while pending and len(running) < parallel:
             cell, run, resume = pending.pop(0)
             log = run.open_log()  # closed when the child ends
-            proc = subprocess.Popen(train_command(run, cell.flags, threads, resume),
+            proc = subprocess.Popen(train_command(run, cell.flags, threads, resume, trackers),
                                     env=train_env(threads), stdout=log, stderr=subprocess.STDOUT)
             running[cell.name] = (proc, log)
         for name, (proc, log) in list(running.items()):
@@ -125,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=1, help="runs at a time (each gets cores/K threads)")
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-to", default="", metavar="NAMES",
+                   help=f"{LOG_TO_HELP} (every run of the grid)")
     args = p.parse_args(argv)
     try:
         load_ffn_modules(args.ffn_module)
+        args.log_to = parse_backends(args.log_to)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{len(cells)} runs in grid, {len(cells) - len(todo)} already completed, {len(todo)} to run")
-    codes = execute(todo, args.parallel, progress=not args.no_progress)
+    codes = execute(todo, args.parallel, progress=not args.no_progress, trackers=args.log_to)
     failed = sorted(name for name, code in codes.items() if code != 0)
     print(format_table(table1(experiment_records(root, args.experiment))))
     for name in failed:
@@ -162,7 +170,8 @@ def _main_recipe(args: argparse.Namespace) -> int:
         print(f"error: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}", file=sys.stderr)
         return 2
     root = runs_root(args.runs_dir)
-    codes = run_recipe(args.recipe, root, max(1, args.parallel), progress=not args.no_progress)
+    codes = run_recipe(args.recipe, root, max(1, args.parallel), progress=not args.no_progress,
+                       trackers=args.log_to)
     print(summary_text(args.recipe, root))
     return 1 if any(code != 0 for code in codes.values()) else 0
 

@@ -30,6 +30,7 @@ from core.diagnostics import RoutingProbe, interference_probe, knockout_losses
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
 from core.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
 from core.runs import Run, runs_root, validate_name
+from core.trackers import LOG_TO_HELP, Mirror, RunInfo, parse_backends
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
@@ -174,6 +175,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_finite_loss: float | None = None
+        self.mirror: Mirror | None = None  # rank 0's copy of the metric lines to trackers
         self.step_model = self._wrap_model()
 
     def _micro_batch(self, per_rank: int) -> int:
@@ -329,6 +331,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if self.world.main and self.run is not None:
             self.run.append_metrics(record)
+            if self.mirror is not None:
+                self.mirror.log(record)
             self.run.write_status("running", step=self.step, pid=os.getpid())
 
     def _summary(self, tok_rates: list[float]) -> dict:
@@ -376,17 +380,21 @@ def prepare_run(run: Run, config: RunConfig, resume: bool) -> bool:
     return resume and has_checkpoint
 
 
-def train(config: RunConfig, run: Run | None, resume: bool = False, progress: bool = True) -> dict:
-    """Train `config`, reporting to `run` (None: no files); returns the summary dict."""
+def train(config: RunConfig, run: Run | None, resume: bool = False, progress: bool = True,
+          trackers: tuple[str, ...] = ()) -> dict:
+    """Train `config`, reporting to `run` (None: no files) and mirroring its metric lines to
+    `trackers` (names of :data:`core.trackers.BACKENDS`); returns the summary dict."""
+    trackers = parse_backends(trackers)  # a bad name fails before anything is written
     world = init_distributed(resolve_device(config, Dist()).type)
     try:
-        return _train(config, run, world, resume, progress)
+        return _train(config, run, world, resume, progress, trackers)
     finally:
         if world.world_size > 1:
             dist.destroy_process_group()
 
 
-def _train(config: RunConfig, run: Run | None, world: Dist, resume: bool, progress: bool) -> dict:
+def _train(config: RunConfig, run: Run | None, world: Dist, resume: bool, progress: bool,
+           trackers: tuple[str, ...]) -> dict:
     resuming = prepare_run(run, config, resume) if run is not None else False
     if run is not None and resume and run.read_status().get("state") == "completed":
         return run.read_summary()
@@ -397,7 +405,7 @@ def _train(config: RunConfig, run: Run | None, world: Dist, resume: bool, progre
         _restore_if(trainer, run, resuming)
         return trainer.fit()
     with run.lock():
-        return _train_main(trainer, run, resuming)
+        return _train_main(trainer, run, resuming, trackers)
 
 
 def _restore_if(trainer: Trainer, run: Run, resuming: bool) -> None:
@@ -407,12 +415,22 @@ def _restore_if(trainer: Trainer, run: Run, resuming: bool) -> None:
             trainer.restore(*checkpoint)
 
 
-def _train_main(trainer: Trainer, run: Run, resuming: bool) -> dict:
-    run.write_config(run_record(trainer.config, trainer.device, trainer.world.world_size,
-                                trainer.micro_batch))
+def _train_main(trainer: Trainer, run: Run, resuming: bool, trackers: tuple[str, ...]) -> dict:
+    record = run_record(trainer.config, trainer.device, trainer.world.world_size, trainer.micro_batch)
+    run.write_config(record)
     run.save_tokenizer(trainer.tokens_data.tokenizer_path)
     _restore_if(trainer, run, resuming)
     run.truncate_metrics(trainer.step)
+    info = RunInfo(run.experiment, run.name, record["variant"], run.path, record, resuming, trainer.step)
+    trainer.mirror = Mirror(trackers, info)
+    try:  # completed, failed or interrupted: the trackers get what was logged
+        return _fit_and_record(trainer, run)
+    finally:
+        trainer.mirror.close()
+
+
+def _fit_and_record(trainer: Trainer, run: Run) -> dict:
+    """Fit, recording the outcome in the run's status (and the summary when it completes)."""
     try:  # a SIGINT during the first status write must still end as "cancelled"
         run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time(),
                          start_step=trainer.step)
@@ -459,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-to", default="", metavar="NAMES", help=LOG_TO_HELP)
     p.add_argument("--plan", action="store_true",
                    help="print parameters, micro-batch, FLOPs and peak memory per stage; do not train")
     p.add_argument("--time-steps", type=int, default=0, metavar="N",
@@ -574,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     ignore_file_size_signal()
     try:
         load_ffn_modules(args.ffn_module)
+        trackers = parse_backends(args.log_to)
         config = config_from_args(args)
         run = resolve_run(args, config)
         if args.resume:
@@ -597,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        summary = train(config, run, resume=args.resume, progress=not args.no_progress)
+        summary = train(config, run, resume=args.resume, progress=not args.no_progress, trackers=trackers)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

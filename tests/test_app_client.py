@@ -30,10 +30,12 @@ def test_launch_poll_curves_inspect(tmp_path):
     with running_app(runs) as url:
         client = Client(url, verbose=False)
         result = client.predict("client", "micro", ["swiglu", "dual"], [0, 1], 20, 0.0, "builtin", FAST,
-                                api_name="/launch")
+                                ["tensorboard"], api_name="/launch")
         assert sorted(result["queued"]) == ["dual-s0", "dual-s1", "swiglu-s0", "swiglu-s1"]
         rows = _wait_until_completed(client, "client", timeout_s=400)
         assert len(rows) == 4 and all(r["state"] == "completed" for r in rows), rows
+        # the trackers chosen at launch reach each child run (the metrics mirrored to TensorBoard)
+        assert all(list((runs / "client" / r["run"] / "tensorboard").glob("events.*")) for r in rows)
         curves = client.predict("client", "val/loss", "step", 0.0, api_name="/curves")
         assert set(curves) == {"swiglu", "dual"}
         assert curves["dual"]["x"] == [10, 20] and curves["dual"]["n"] == [2, 2]

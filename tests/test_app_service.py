@@ -240,3 +240,13 @@ def test_estimate_of_a_grid_sums_its_runs_over_the_concurrent_slots(explorer, mo
     assert result["step_s"] == {"swiglu": 0.1, "dual": 0.1}
     with pytest.raises(ValueError, match="seed"):
         explorer.estimate("est", "micro", ["swiglu"], "", 20)
+
+
+def test_locked_demo_refuses_tracker_mirrors(tmp_path):
+    ex = Explorer(tmp_path, limits=Limits(presets=("micro",), locked=True), start_jobs=False)
+    try:
+        with pytest.raises(ValueError, match="mirroring metrics to trackers is off in this demo"):
+            ex.launch("e", "micro", ["swiglu"], "0", 5, trackers=["wandb"])
+    finally:
+        ex.close()
+    assert not list(tmp_path.iterdir())

@@ -175,7 +175,7 @@ def test_concurrent_submits_queue_each_run_once(tmp_path):
 
 def fake_trainer(monkeypatch, code: str) -> None:
     """Make the manager start `python -c code` instead of core.train (for lifecycle tests)."""
-    monkeypatch.setattr(jobs, "train_command", lambda run, flags, threads, resume:
+    monkeypatch.setattr(jobs, "train_command", lambda run, flags, threads, resume, trackers=():
                         [sys.executable, "-c", code])
 
 

@@ -103,7 +103,8 @@ from core import variants
 from core.config import apply_overrides, describe_variants, preset, variant_label
 for name in variants.names():
     config = apply_overrides(preset("paper"), [f"model.ffn={name}", "model.ffn_match=params"])
-    variant_label(config.model), variants.parameter_count(config.model), variants.flops_per_token(config.model)
+    variant_label(config.model)
+    variants.parameter_count(config.model), variants.flops_per_token(config.model)
 describe_variants()
 apply_overrides(preset("micro"), ["model.ffn=dual", "ffn_share=none", "ffn_threshold=cats"])
 apply_overrides(preset("micro"), ["model.ffn=moe", "moe_experts=8", "moe_top_k=2"])

@@ -273,8 +273,13 @@ class Explorer:
                        "waiting": bool(pending) and not idle})
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
-               lr: float | None = None, data: str | None = None, overrides=None) -> dict:
-        """Queue the grid; returns the queued run names and a message."""
+               lr: float | None = None, data: str | None = None, overrides=None,
+               trackers: list[str] | None = None) -> dict:
+        """Queue the grid, each run mirroring its metrics to `trackers` (trackio, tensorboard,
+        wandb); returns the queued run names and a message."""
+        if trackers and self.limits.locked:  # a Space's credentials must not take visitors' runs
+            raise ValueError("mirroring metrics to trackers is off in this demo; run the explorer "
+                             "locally to use --log-to")
         cells, (steps, extra, seed_list, variants) = self._cells(experiment, preset_name, variants, seeds,
                                                                  steps, lr, data, overrides)
         if self.limits.max_queue is not None:
@@ -282,7 +287,8 @@ class Explorer:
             if waiting + len(cells) > self.limits.max_queue:
                 raise ValueError(f"the queue holds at most {self.limits.max_queue} runs here "
                                  f"({waiting} waiting); wait or cancel some")
-        queued = self.jobs.submit(experiment, preset_name, variants, seed_list, steps, extra, data or None)
+        queued = self.jobs.submit(experiment, preset_name, variants, seed_list, steps, extra, data or None,
+                                  trackers)
         skipped = len(cells) - len(queued)
         message = f"queued {len(queued)} run(s) in {experiment}"
         if skipped:
