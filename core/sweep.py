@@ -116,8 +116,9 @@ def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
     p.add_argument("--experiment", help="experiment folder (not with --recipe)")
-    p.add_argument("--recipe", default=None, help="named ablation with an lr sweep: "
-                   "cpu-ablation, cpu-variants or paper-ablation (see core/recipes.py)")
+    p.add_argument("--recipe", default=None, help="named ablation with an lr sweep (cpu-ablation, "
+                   "cpu-variants, paper-ablation: core/recipes.py) or a model-size ladder (cpu-scaling, "
+                   "gpu-scaling: core/ladder.py)")
     p.add_argument("--preset", default="micro")
     p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
     p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
@@ -164,15 +165,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_recipe(args: argparse.Namespace) -> int:
-    from core.recipes import RECIPES, run_recipe, summary_text  # recipes build on this module
+    from core import ladder, recipes  # both build on this module
 
-    if args.recipe not in RECIPES:
-        print(f"error: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}", file=sys.stderr)
+    if args.recipe in ladder.LADDERS:
+        run, summary = ladder.run_ladder, ladder.summary_text
+    elif args.recipe in recipes.RECIPES:
+        run, summary = recipes.run_recipe, recipes.summary_text
+    else:
+        names = ", ".join([*recipes.RECIPES, *ladder.LADDERS])
+        print(f"error: unknown recipe {args.recipe!r}; choose one of {names}", file=sys.stderr)
         return 2
     root = runs_root(args.runs_dir)
-    codes = run_recipe(args.recipe, root, max(1, args.parallel), progress=not args.no_progress,
-                       trackers=args.log_to)
-    print(summary_text(args.recipe, root))
+    codes = run(args.recipe, root, max(1, args.parallel), progress=not args.no_progress, trackers=args.log_to)
+    print(summary(args.recipe, root))
     return 1 if any(code != 0 for code in codes.values()) else 0
 
 
