@@ -62,7 +62,7 @@ def html_table(headers: list[str], rows: list[list[str]], numeric: set[int] = fr
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure_html(title: str, fig: go.Figure) -> str:
+def figure_html(title: str, fig: go.Figure) -> str:
     """A heading and the figure as a div; plotly.js itself is loaded once in the page head.
 
     The title is HTML, not plotly's: the figure JSON escapes "/" and so hides metric names.
@@ -282,7 +282,7 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
              f"<p class=note>Mean ± sample std over seeds of each run's last val loss, against the "
              f"baseline (first row). {html.escape(TABLE1_NOTE)} Runs not completed are left out.</p>",
              "<h2>Figure 1: validation loss</h2>",
-             *(_figure_html(f"{key} (mean ± std over seeds)", band_figure(groups, key)) for key in LOSSES)]
+             *(figure_html(f"{key} (mean ± std over seeds)", band_figure(groups, key)) for key in LOSSES)]
     knockout = knockout_html(records)
     if knockout:
         parts += ["<h2>Knock-out: val loss of reduced models</h2>", knockout,
@@ -295,7 +295,7 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
                      "sparsity/, interference/, alpha/).</p>")
     for group in sorted(diagnostics, key=_group_order):
         title = f"{group}/… (mean ± std over seeds; colour = layer, dash = variant)"
-        parts.append(_figure_html(title, diagnostics_figure(diagnostics[group], groups)))
+        parts.append(figure_html(title, diagnostics_figure(diagnostics[group], groups)))
     parts += ["<h3>Definitions</h3>", f"<pre>{html.escape(_glossary(records))}</pre>"]
     return parts
 
@@ -309,13 +309,17 @@ def build_report(root: str | Path | None, experiment: str, baseline: str | None 
     records = experiment_records(root, experiment)
     if not records:
         raise ValueError(f"experiment {experiment!r} has no runs under {runs_root(root)}")
-    title = f"Experiment {experiment}"
+    return page(f"Experiment {experiment}", f"{len(records)} runs", _sections(records, baseline))
+
+
+def page(title: str, note: str, sections: list[str]) -> str:
+    """A self-contained HTML page (plotly.js inline): the title, `note` with the generation time,
+    then `sections` (HTML)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     head = (f"<head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head>")
     body = "\n".join([f"<h1>{html.escape(title)}</h1>",
-                      f"<p class=note>{len(records)} runs; report generated {stamp}.</p>",
-                      *_sections(records, baseline)])
+                      f"<p class=note>{html.escape(note)}; report generated {stamp}.</p>", *sections])
     return f"<!DOCTYPE html>\n<html>{head}<body>\n{body}\n</body></html>\n"
 
 
@@ -332,18 +336,36 @@ def write_report(root: str | Path | None, experiment: str, out: str | Path | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.report",
                                      description="Write a self-contained HTML report of an experiment.")
-    parser.add_argument("experiment")
+    parser.add_argument("experiment", nargs="?", help="the experiment (or give --recipe)")
+    parser.add_argument("--recipe", default=None,
+                        help="report a whole lr recipe or scaling ladder instead (core.recipe_report)")
     parser.add_argument("--runs-dir", default=None, help="runs root (default $RUNS_DIR or ./runs)")
-    parser.add_argument("--out", default=None, help="output file (default report-<experiment>.html)")
+    parser.add_argument("--out", default=None, help="output file (default report-<name>.html)")
     parser.add_argument("--baseline", default=None, help="baseline variant of Table 1 (default swiglu)")
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.runs_dir, args.experiment, args.out, args.baseline)
+        if (args.experiment is None) == (args.recipe is None):
+            raise ValueError("give an experiment or --recipe NAME, not both")
+        if args.recipe:
+            path = write_recipe_report(args.runs_dir, args.recipe, args.out)
+        else:
+            path = write_report(args.runs_dir, args.experiment, args.out, args.baseline)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(path)
     return 0
+
+
+def write_recipe_report(root: str | Path | None, name: str, out: str | Path | None = None) -> Path:
+    """Write the report of recipe `name` to `out` (default ``report-<name>.html``); returns the path."""
+    from core.recipe_report import build_recipe_report  # it builds on this module
+
+    path = Path(out or f"report-{name}.html")
+    text = build_recipe_report(runs_root(root), name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 if __name__ == "__main__":

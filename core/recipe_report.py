@@ -1,0 +1,192 @@
+"""HTML reports of whole recipes: ``python -m core.report --recipe NAME``.
+
+An lr recipe (core.recipes) gets the curve of final val loss against learning rate, one seed
+band per variant, and the Table 1 at each variant's best lr. A ladder (core.ladder) gets the
+trend with size: each variant's val loss and its difference from the baseline (with the 95%
+Welch interval) against non-embedding parameters, the diagnostics that might explain it, and
+each rung's Table 1.
+"""
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core import ladder, recipes, variants
+from core.band_plot import band_traces, variant_color
+from core.report import figure_html, html_table, page, table1_html
+from core.runs import experiment_records
+from core.stats import TABLE1_NOTE, Band
+
+
+def _band(xs: list[float], values: list[list[float]]) -> Band:
+    """A band over x of per-x value lists (seeds, or a single point with its interval)."""
+    finite = [np.array([v for v in vs if math.isfinite(v)], dtype=float) for vs in values]
+    mean = np.array([v.mean() if len(v) else math.nan for v in finite])
+    std = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in finite])
+    low = np.array([v.min() if len(v) else math.nan for v in finite])
+    high = np.array([v.max() if len(v) else math.nan for v in finite])
+    return Band(np.array(xs, dtype=float), mean, std, low, high, np.array([len(v) for v in finite]))
+
+
+# ---------------------------------------------------------------------------- lr recipes
+
+
+def lr_losses(name: str, root: Path) -> dict[str, dict[float, list[float]]]:
+    """{variant: {lr: final val losses of its seeds}} over the recipe's lr grid, baseline first."""
+    out: dict[str, dict[float, list[float]]] = {variants.BASELINE: {}}
+    for lr in recipes.RECIPES[name].lrs:
+        for record in experiment_records(root, recipes.experiment_name(name, lr)):
+            loss = record["summary"].get("final_val_loss")
+            if isinstance(loss, (int, float)):
+                out.setdefault(str(record["variant"]), {}).setdefault(lr, []).append(float(loss))
+    return {variant: by_lr for variant, by_lr in out.items() if by_lr}
+
+
+def lr_figure(losses: dict[str, dict[float, list[float]]]) -> go.Figure:
+    """Final val loss against lr (log axis): mean ± std over the seeds at each lr."""
+    fig = go.Figure()
+    for i, (variant, by_lr) in enumerate(losses.items()):
+        lrs = sorted(by_lr)
+        fig.add_traces(band_traces(variant, _band(lrs, [by_lr[lr] for lr in lrs]), variant_color(i)))
+    fig.update_layout(xaxis_title="peak learning rate", yaxis_title="final val loss", xaxis_type="log",
+                      template="plotly_white", height=420, margin=dict(l=60, r=20, t=20, b=40))
+    return fig
+
+
+def _lr_rows(losses: dict[str, dict[float, list[float]]], best: dict[str, float]) -> list[list[str]]:
+    rows = []
+    for variant, by_lr in losses.items():
+        for lr in sorted(by_lr):
+            values = by_lr[lr]
+            spread = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+            mark = "best" if best.get(variant) == lr else ""
+            rows.append([variant, f"{lr:g}", str(len(values)), f"{np.mean(values):.4f}{spread}", mark])
+    return rows
+
+
+def lr_sections(name: str, root: Path) -> list[str]:
+    """The lr curve, its table and the Table 1 at each variant's best lr."""
+    losses, best = lr_losses(name, root), recipes.best_lrs(name, root)
+    interior = [v for v, lr in best.items() if min(losses[v]) < lr < max(losses[v])]
+    edge = sorted(set(best) - set(interior))
+    verdict = ("Best lr = lowest seed-0 loss, as the recipe picks it. Interior (worse on both sides) "
+               f"for {', '.join(interior) or 'no variant'}; at the edge of the grid for "
+               f"{', '.join(edge) or 'none'}.")
+    return ["<h2>Learning rate</h2>", figure_html("final val loss against lr (mean ± std over seeds)",
+                                                   lr_figure(losses)),
+            f"<p class=note>Seed 0 at every lr of the grid, every seed at the shared and the best lr. "
+            f"{html.escape(verdict)}</p>",
+            html_table(["variant", "lr", "seeds", "final val loss", ""], _lr_rows(losses, best), {1, 2, 3}),
+            "<h2>Table 1 at each variant's best lr</h2>",
+            table1_html(recipes.comparison_records(name, root)["best_lr"]),
+            f"<p class=note>{html.escape(TABLE1_NOTE)}</p>"]
+
+
+# ---------------------------------------------------------------------------- ladders
+
+
+def _size_axes(fig: go.Figure, y: str, height: int = 400) -> go.Figure:
+    fig.update_layout(xaxis_title="non-embedding parameters", yaxis_title=y, xaxis_type="log",
+                      template="plotly_white", height=height, margin=dict(l=60, r=20, t=30, b=40))
+    return fig
+
+
+def _variants(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(v for row in rows for v in row["variants"]))
+
+
+def _points(rows: list[dict], variant: str) -> list[tuple[int, dict]]:
+    """(non-embedding parameters, the variant's numbers) of each rung where it has results."""
+    return [(row["non_embedding"], row["variants"][variant]) for row in rows if variant in row["variants"]]
+
+
+def delta_figure(rows: list[dict]) -> go.Figure:
+    """Each variant's mean val loss minus the baseline's against size, with the 95% Welch interval."""
+    fig = go.Figure()
+    others = [v for v in _variants(rows) if v != variants.BASELINE]
+    for i, variant in enumerate(others, start=1):
+        points = _points(rows, variant)
+        column = {key: np.array([v[key] for _, v in points], dtype=float)
+                  for key in ("delta", "ci_low", "ci_high", "seeds")}
+        band = Band(np.array([p for p, _ in points], dtype=float), column["delta"], np.zeros(len(points)),
+                    column["ci_low"], column["ci_high"], column["seeds"].astype(int))
+        label = f"{variant} - {variants.BASELINE}"
+        fig.add_traces(band_traces(label, band, variant_color(i), spread="minmax"))
+    fig.add_hline(y=0, line=dict(color="#888", width=1))
+    return _size_axes(fig, f"val loss difference from {variants.BASELINE}")
+
+
+def loss_figure(rows: list[dict]) -> go.Figure:
+    """Each variant's final val loss (mean over seeds) against size."""
+    fig = go.Figure()
+    for i, variant in enumerate(_variants(rows)):
+        points = _points(rows, variant)
+        fig.add_trace(go.Scatter(x=[p for p, _ in points], y=[v["val_loss"] for _, v in points],
+                                 mode="lines+markers",
+                                 name=variant, line=dict(color=variant_color(i), width=2)))
+    return _size_axes(fig, "final val loss (mean over seeds)")
+
+
+def diagnostics_figure(rows: list[dict]) -> go.Figure:
+    """The trend diagnostics (core.ladder.TREND_DIAGNOSTICS) against size, one panel each."""
+    keys = [f"{group}/{name}" for group, name in ladder.TREND_DIAGNOSTICS]
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
+    for col, key in enumerate(keys, start=1):
+        for i, variant in enumerate(_variants(rows)):
+            points = [(size, v[key]) for size, v in _points(rows, variant) if math.isfinite(v[key])]
+            if points:
+                fig.add_trace(go.Scatter(x=[p for p, _ in points], y=[v for _, v in points], name=variant,
+                                         mode="lines+markers", line=dict(color=variant_color(i)),
+                                         showlegend=col == 1, legendgroup=variant), row=1, col=col)
+    fig.update_xaxes(type="log")
+    return _size_axes(fig, "", height=360)
+
+
+def _rung_rows(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for row in rows:
+        for variant, v in row["variants"].items():
+            interval = f"[{v['ci_low']:+.4f}, {v['ci_high']:+.4f}]" if math.isfinite(v["ci_low"]) else "-"
+            out.append([row["rung"], f"{row['non_embedding']:,}", str(row["steps"]), variant,
+                        f"{row['lrs'].get(variant, math.nan):g}", str(v["seeds"]), f"{v['val_loss']:.4f}",
+                        f"{v['delta']:+.4f}", interval])
+    return out
+
+
+def ladder_sections(name: str, root: Path) -> list[str]:
+    """The trend figures, the per-rung numbers and each rung's Table 1."""
+    rows = ladder.scaling_rows(name, root)
+    each = ladder.LADDERS[name]
+    parts = ["<h2>Trend with size</h2>",
+             figure_html(f"val loss difference from {variants.BASELINE} (95% Welch interval)",
+                         delta_figure(rows)),
+             figure_html("final val loss", loss_figure(rows)),
+             figure_html("diagnostics at the last evaluation (mean over seeds and layers)",
+                         diagnostics_figure(rows)),
+             f"<p class=note>{len(each.rungs)} rungs on the {each.preset} preset, "
+             f"{each.tokens_per_param:g} training tokens per non-embedding parameter; each variant at its "
+             f"best lr from a short sweep ({', '.join(f'{lr:g}' for lr in each.lrs)}; "
+             f"{each.sweep_fraction:g} of the steps, seed 0). Rungs without results are left out.</p>",
+             html_table(["rung", "non-emb params", "steps", "variant", "lr", "seeds", "val loss", "delta",
+                         "95% CI (Welch)"], _rung_rows(rows), {1, 2, 4, 5, 6, 7})]
+    for rung in each.rungs:
+        records = experiment_records(root, ladder.rung_experiment(name, rung))
+        if records:
+            parts += [f"<h3>Table 1, rung {html.escape(rung.name)}</h3>", table1_html(records)]
+    return parts
+
+
+def build_recipe_report(root: Path, name: str) -> str:
+    """The report of recipe or ladder `name` under the runs root, as one HTML string."""
+    if name in ladder.LADDERS:
+        return page(f"Scaling ladder {name}", f"{len(ladder.LADDERS[name].rungs)} rungs",
+                    ladder_sections(name, root))
+    if name in recipes.RECIPES:
+        grid = ", ".join(f"{lr:g}" for lr in recipes.RECIPES[name].lrs)
+        return page(f"Recipe {name}", f"lr grid {grid}", lr_sections(name, root))
+    known = ", ".join([*recipes.RECIPES, *ladder.LADDERS])
+    raise ValueError(f"unknown recipe {name!r}; choose one of {known}")
