@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save
 
 from core.fsutil import atomic_write_bytes, fsync_dir
 
-STATES = ("queued", "running", "completed", "failed", "cancelled")
+STATES = ("queued", "running", "completed", "failed", "cancelled", "preempted")
 # One path component; "+" and "=" are allowed after the first character because run names
 # carry variant labels such as "dual+ffn_share=none-s0".
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.+=-]{0,127}")

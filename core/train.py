@@ -14,6 +14,7 @@ import platform
 import resource
 import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ from core.model import CausalLM, build_model, load_weights_state, parameter_coun
 from core.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
 from core.runs import Run, runs_root, validate_name
 from core.trackers import LOG_TO_HELP, Mirror, RunInfo, parse_backends
+
+# sysexits' EX_TEMPFAIL: the run stopped on SIGUSR1 after a checkpoint; `--resume` continues it.
+EXIT_PREEMPTED = 75
+_PREEMPT = threading.Event()  # set by SIGUSR1: checkpoint at the next step boundary, then stop
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
@@ -293,11 +298,24 @@ class Trainer:
             if checkpoint_due:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # checkpoint time is not training throughput
+            if not done and self._preempt_requested():
+                if not checkpoint_due:
+                    self.save_checkpoint()
+                raise RunPreempted(f"preempted at step {self.step}: checkpointed; continue with --resume")
         bar.close()
         return self._summary(tok_rates)
 
     def _autocast(self):
         return autocast_context(self.config, self.device)
+
+    def _preempt_requested(self) -> bool:
+        """Whether any rank got SIGUSR1: every rank stops at the same step (one tiny all-reduce)."""
+        if self.world.world_size == 1:
+            return _PREEMPT.is_set()
+        flag = torch.tensor(float(_PREEMPT.is_set()), device=self.device)
+        if self.world.world_size > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _evaluate(self) -> dict:
         """Val loss and routing metrics; on rank 0 also the pathway-interference probe."""
@@ -437,6 +455,9 @@ def _fit_and_record(trainer: Trainer, run: Run) -> dict:
         summary = trainer.fit()
     except KeyboardInterrupt:
         run.write_status("cancelled", step=trainer.step, error="interrupted")
+        raise
+    except RunPreempted:
+        run.write_status("preempted", step=trainer.step, error=None)
         raise
     except BaseException as error:
         _record_failure(run, trainer, error)
@@ -580,6 +601,22 @@ def reexec_with_malloc_env() -> None:
               {**os.environ, **MALLOC_ENV})
 
 
+class RunPreempted(Exception):
+    """SIGUSR1 stopped the run after a checkpoint (a scheduler's warning before preemption or
+    the time limit); resuming continues exactly from that checkpoint."""
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_stop_signals() -> None:
+    """SIGTERM (scancel, a scheduler stopping the job) ends the run as cancelled, as SIGINT does;
+    SIGUSR1 (SLURM's ``--signal=USR1@90``) checkpoints at the next step and ends it as preempted."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _PREEMPT.set())
+
+
 def ignore_file_size_signal() -> None:
     """Past RLIMIT_FSIZE the kernel sends SIGXFSZ, which kills silently by default; ignored, the
     write fails with EFBIG instead, and the run ends `failed` with a disk message. CPython ignores
@@ -591,6 +628,7 @@ def ignore_file_size_signal() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ignore_file_size_signal()
+    handle_stop_signals()
     try:
         load_ffn_modules(args.ffn_module)
         trackers = parse_backends(args.log_to)
@@ -621,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunPreempted as stop:
+        print(f"{run.path}: {stop}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except Exception as error:  # the run's status holds the same message
         print(f"error: {_failure_message(error)}", file=sys.stderr)
         return 1

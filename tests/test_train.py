@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from safetensors import safe_open
 
 from core.config import apply_overrides, preset
 from core.runs import Run
@@ -180,3 +181,41 @@ def test_paper_structure_runs_end_to_end_on_cpu(tmp_path):
     assert {"interference/L0/cosine", "routing/L1/sparse_weight", "threshold/L0/grad"} <= set(last)
     assert set(run.read_summary()["knockout"]) == {"mix", "dense_only", "sparse_only"}
     assert run.checkpoint_dir() is not None and run.read_status()["state"] == "completed"
+
+
+def _wait_for_step(run: Run, step: int) -> None:
+    deadline = time.time() + 120
+    while run.read_status().get("step", 0) < step and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def test_sigterm_ends_the_run_as_cancelled(tmp_path):
+    proc = _start(tmp_path / "r")
+    run = Run(tmp_path / "r")
+    _wait_for_step(run, 4)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    status = run.read_status()
+    assert status["state"] == "cancelled" and status["error"] == "interrupted"
+    assert not run.is_alive()
+
+
+def test_sigusr1_checkpoints_ends_as_preempted_and_resumes_exactly(tmp_path):
+    full = _start(tmp_path / "full")
+    proc = _start(tmp_path / "victim")
+    run = Run(tmp_path / "victim")
+    _wait_for_step(run, 13)  # between checkpoints (every 10): the signal forces its own
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(60) == 75, proc.stderr.read().decode()
+    status = run.read_status()
+    assert status["state"] == "preempted"
+    with safe_open(str(run.checkpoint_dir() / "model.safetensors"), "pt") as weights:
+        assert int(weights.metadata()["step"]) == status["step"]  # checkpointed where it stopped
+    assert status["step"] % 10 != 0 and status["step"] < 60
+    resumed = _start(tmp_path / "victim", "--resume")
+    assert resumed.wait(300) == 0, resumed.stderr.read().decode()
+    assert full.wait(300) == 0
+    for key in ("train/loss", "val/loss", "threshold/L0/theta"):
+        got, want = _losses(run, key), _losses(Run(tmp_path / "full"), key)
+        assert [s for s, _ in got] == [s for s, _ in want]
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
