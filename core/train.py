@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -482,6 +483,9 @@ def _record_failure(run: Run, trainer: Trainer, error: BaseException) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train one run.")
     p.add_argument("--preset", default=None, help="micro, tiny, small or paper (default micro)")
+    p.add_argument("--config", default=None, metavar="PATH",
+                   help="start from a config file instead of a preset, e.g. a run's config.json "
+                        "(flags below still apply on top)")
     p.add_argument("--ffn", default=None, help="FFN variant (python -m core.config --list shows them)")
     p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
                    help="a .py file registering your own FFN variant (repeatable; also "
@@ -566,8 +570,8 @@ def load_ffn_modules(paths: list[str]) -> None:
 
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
     """Build the run config from CLI flags; with --resume and no shape flags, the stored one."""
-    shaped = any(v is not None for v in (args.preset, args.ffn, args.variant, args.seed, args.steps,
-                                         args.data)) or args.overrides
+    shaped = any(v is not None for v in (args.preset, args.config, args.ffn, args.variant, args.seed,
+                                         args.steps, args.data)) or args.overrides
     if args.resume and stored is not None and not shaped:
         return RunConfig.from_dict(stored)
     overrides = []
@@ -578,7 +582,23 @@ def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> Ru
     overrides += [f"train.seed={args.seed}"] * (args.seed is not None)
     overrides += [f"train.steps={args.steps}"] * (args.steps is not None)
     overrides += [f"data.source={args.data}"] * (args.data is not None)
-    return apply_overrides(preset(args.preset or "micro"), overrides + args.overrides)
+    return apply_overrides(_base_config(args), overrides + args.overrides)
+
+
+def _base_config(args: argparse.Namespace) -> RunConfig:
+    """The preset, or the config file of --config (a run's config.json reproduces that run)."""
+    if args.config is None:
+        return preset(args.preset or "micro")
+    if args.preset is not None:
+        raise ValueError("give --preset or --config, not both")
+    try:
+        raw = json.loads(Path(args.config).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--config {args.config}: cannot be read as JSON: {error}") from None
+    try:
+        return RunConfig.from_dict(raw)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"--config {args.config}: not a run config: {error}") from None
 
 
 def resolve_run(args: argparse.Namespace, config: RunConfig | None) -> Run:

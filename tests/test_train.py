@@ -219,3 +219,32 @@ def test_sigusr1_checkpoints_ends_as_preempted_and_resumes_exactly(tmp_path):
         got, want = _losses(run, key), _losses(Run(tmp_path / "full"), key)
         assert [s for s, _ in got] == [s for s, _ in want]
         assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
+
+
+def test_config_file_reproduces_a_run(micro_experiment, tmp_path):
+    root, experiment, _ = micro_experiment
+    source = Run.at(root, experiment, "dual-s1")
+    again = run_cli("core.train", "--config", str(source.file("config.json")), "--run-dir",
+                    str(tmp_path / "again"), "--no-progress", "--threads", "2")
+    assert again.returncode == 0, again.stderr
+    ours, theirs = Run(tmp_path / "again").read_config(), source.read_config()
+    for section in ("model", "train", "data"):
+        assert ours[section] == theirs[section]
+    got, want = _losses(Run(tmp_path / "again"), "val/loss"), _losses(source, "val/loss")
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot be read as JSON"), ("{not json", "cannot be read as JSON"),
+    ('{"model": {"hidden_size": "big"}}', "not a run config"), ('[1, 2]', "not a run config"),
+])
+def test_bad_config_file_is_one_message_and_no_files(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    runs = str(tmp_path / "runs")
+    result = run_cli("core.train", "--config", str(path), "--runs-dir", runs, "--no-progress")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+    both = run_cli("core.train", "--config", str(path), "--preset", "micro", "--runs-dir", runs)
+    assert both.returncode == 2 and "not both" in both.stderr
