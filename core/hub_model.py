@@ -106,8 +106,8 @@ def _usage(repo: str, config: RunConfig, record: dict, dataset_repo: str | None,
            experiment: str) -> list[str]:
     remote = ", trust_remote_code=True" if config.model.ffn != variants.BASELINE else ""
     commands = hub.sweep_commands(experiment, [record["config"]])
-    retrain = ["```bash", *commands, "```"] if commands else [
-        "Its full settings are in the run's `config.json` (`explorer_config.json` here)."]
+    retrain = ["```bash", *commands, "python -m core.train --config explorer_config.json  # the same run",
+               "```"]
     source = ([f"The whole experiment (every seed and variant, metrics included) is the dataset repo "
                f"[{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})."] if dataset_repo else [])
     return [

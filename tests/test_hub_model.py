@@ -41,6 +41,7 @@ def test_card_states_architecture_training_and_seed_statistics(experiment):
     assert "Tokens seen: 1,638,400" in card  # 400 steps x 16 x 256
     assert "trust_remote_code=True" in card and "datasets:" not in card
     assert "python -m core.sweep --experiment cpu-variants-lr0.004 --preset tiny --ffn dual --seeds 0" in card
+    assert "python -m core.train --config explorer_config.json" in card
     assert "| geglu | 3 |" in card  # the experiment's Table 1
 
 
