@@ -14,6 +14,7 @@ import pandas as pd
 from core import variants
 from core.config import PRESETS, preset
 from core.hub import pull_at_start
+from core.metrics import LOSSES, VAL_LOSS
 from core.stats import TABLE1_NOTE, Band
 from core.trackers import BACKENDS
 from ui.figures import curves_figure, layer_params_figure, stats_heatmaps, token_loss_figure
@@ -176,9 +177,9 @@ def overview_tab(explorer: Explorer, experiment: str | None) -> dict:
 
     def show():
         if not experiment:
-            return curves_figure({}, "val/loss", "step"), pd.DataFrame()
-        bands = {v: _band(d) for v, d in explorer.curves(experiment, "val/loss", "step").items()}
-        return curves_figure(bands, "val/loss", "step"), results_table(explorer.results(experiment))
+            return curves_figure({}, VAL_LOSS, "step"), pd.DataFrame()
+        bands = {v: _band(d) for v, d in explorer.curves(experiment, VAL_LOSS, "step").items()}
+        return curves_figure(bands, VAL_LOSS, "step"), results_table(explorer.results(experiment))
 
     return {"load": show, "outputs": [plot, table]}
 
@@ -210,7 +211,7 @@ def curves_tab(explorer: Explorer, default_experiment: str | None, followed: gr.
     with gr.Tab("Curves") as tab:
         with gr.Row():
             experiment = gr.Dropdown(explorer.experiments(), value=default_experiment, label="Experiment")
-            metric = gr.Dropdown(["val/loss", "train/loss"], value="val/loss", label="Metric",
+            metric = gr.Dropdown(list(LOSSES), value=VAL_LOSS, label="Metric",
                                  allow_custom_value=True)
             x_axis = gr.Radio(["step", "tokens", "elapsed_s"], value="step", label="x")
             spread = gr.Radio(["std", "minmax"], value="std", label="Band")
@@ -225,7 +226,7 @@ def curves_tab(explorer: Explorer, default_experiment: str | None, followed: gr.
 
     def draw(exp, key, x, band, smooth, seeds, log):
         if not exp:
-            return curves_figure({}, key or "val/loss", x)
+            return curves_figure({}, key or VAL_LOSS, x)
         data = explorer.curves(exp, key, x, smooth)
         bands = {v: _band(d) for v, d in data.items()}
         per_seed = {v: d["seeds"] for v, d in data.items()} if seeds else None
@@ -233,7 +234,7 @@ def curves_tab(explorer: Explorer, default_experiment: str | None, followed: gr.
 
     def choose_experiment(exp):
         keys = explorer.metric_keys(exp) if exp else []
-        return gr.update(choices=keys or ["val/loss"]), draw(exp, "val/loss", "step", "std", 0, False, False)
+        return gr.update(choices=keys or [VAL_LOSS]), draw(exp, VAL_LOSS, "step", "std", 0, False, False)
 
     for component in inputs[1:]:
         component.change(friendly(draw), inputs, plot, api_visibility="private")
@@ -450,7 +451,7 @@ def register_api(explorer: Explorer) -> None:
     def cancel(experiment: str, run: str) -> str:
         return explorer.cancel(experiment, run)
 
-    def curves(experiment: str, metric: str = "val/loss", x: str = "step", smoothing: float = 0.0) -> dict:
+    def curves(experiment: str, metric: str = VAL_LOSS, x: str = "step", smoothing: float = 0.0) -> dict:
         return explorer.curves(experiment, metric, x, smoothing)
 
     def results(experiment: str, baseline: str = "") -> list[dict]:

@@ -34,6 +34,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 
 from core.config import RunConfig, variant_label
 from core.data import HubUnavailableError, check_hub_reachable
+from core.metrics import VAL_LOSS
 from core.runs import (
     Run,
     RunLockedError,
@@ -383,7 +384,7 @@ def _run_rows(records: list[dict]) -> list[str]:
     rows = ["| run | variant | seed | status | steps | final val loss | weights |",
             "|:--|:--|--:|:--|--:|--:|:--|"]
     for r in records:
-        loss = r["summary"].get("final_val_loss", _last(r["metrics"], "val/loss"))
+        loss = r["summary"].get("final_val_loss", _last(r["metrics"], VAL_LOSS))
         loss_text = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
         weights = "yes" if (Path(r["path"]) / "model.safetensors").exists() else "no"
         rows.append(f"| {r['name']} | `{r['variant']}` | {r['seed']} | {r['status']} | "

@@ -20,6 +20,7 @@ from typing import IO
 import torch
 
 from core.config import RunConfig
+from core.metrics import TRAIN_LOSS, VAL_LOSS
 from core.runs import Run, list_experiments, list_runs, runs_root, validate_name
 from core.sweep import Cell, grid, train_command, train_env
 from core.trackers import parse_backends
@@ -394,8 +395,8 @@ class JobManager:
             cursor.offset = offset
             for record in records:
                 cursor.step = record.get("step", cursor.step)
-                cursor.train_loss = record.get("train/loss", cursor.train_loss)
-                cursor.val_loss = record.get("val/loss", cursor.val_loss)
+                cursor.train_loss = record.get(TRAIN_LOSS, cursor.train_loss)
+                cursor.val_loss = record.get(VAL_LOSS, cursor.val_loss)
             return cursor
 
     def active(self) -> dict[str, str]:

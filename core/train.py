@@ -29,6 +29,7 @@ from core.compile_check import require_compiled_gradients
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.data import Batches, load_tokens, val_batches
 from core.diagnostics import RoutingProbe, interference_probe, knockout_losses
+from core.metrics import AUX_LOSS, ELAPSED, GRAD_NORM, LR, PEAK_MEM, STEP, TOK_S, TOKENS, TRAIN_LOSS, VAL_LOSS
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
 from core.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
 from core.runs import Run, runs_root, validate_name
@@ -154,7 +155,7 @@ def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.de
             dist.all_reduce(totals)
             probe.all_reduce(dist.all_reduce)
     model.train()
-    return {"val/loss": (totals[0] / totals[1].clamp(min=1)).item(), **probe.metrics()}
+    return {VAL_LOSS: (totals[0] / totals[1].clamp(min=1)).item(), **probe.metrics()}
 
 
 class Trainer:
@@ -333,19 +334,18 @@ class Trainer:
     def _check_finite(self, record: dict) -> None:
         """Raise TrainingDiverged when the loss or the gradient norm is NaN/inf: a NaN gradient
         has already poisoned the weights. Remembers the last finite train loss."""
-        if math.isfinite(record["train/loss"]):
-            self.last_finite_loss = record["train/loss"]
-        for key in ("train/loss", "val/loss", "train/grad_norm"):
+        if math.isfinite(record[TRAIN_LOSS]):
+            self.last_finite_loss = record[TRAIN_LOSS]
+        for key in (TRAIN_LOSS, VAL_LOSS, GRAD_NORM):
             value = record.get(key)
             if value is not None and not math.isfinite(value):
                 raise TrainingDiverged(f"{key} became {value} at step {self.step}; last finite train "
                                        f"loss {self.last_finite_loss}")
 
     def _train_record(self, loss: float, aux: float, grad_norm: float, rate: float) -> dict:
-        return {"step": self.step, "tokens": self.tokens, "elapsed_s": round(self.elapsed, 3),
-                "lr": lr_at(self.step - 1, self.config), "train/loss": loss - aux, "train/aux_loss": aux,
-                "train/grad_norm": grad_norm, "throughput/tok_s": rate,
-                "mem/peak_gb": peak_memory_gb(self.device)}
+        return {STEP: self.step, TOKENS: self.tokens, ELAPSED: round(self.elapsed, 3),
+                LR: lr_at(self.step - 1, self.config), TRAIN_LOSS: loss - aux, AUX_LOSS: aux,
+                GRAD_NORM: grad_norm, TOK_S: rate, PEAK_MEM: peak_memory_gb(self.device)}
 
     def _log(self, record: dict) -> None:
         if self.world.main and self.run is not None:
@@ -356,7 +356,7 @@ class Trainer:
 
     def _summary(self, tok_rates: list[float]) -> dict:
         records, _ = self.run.read_metrics(0) if self.run else ([], 0)
-        val = [r["val/loss"] for r in records if "val/loss" in r]
+        val = [r[VAL_LOSS] for r in records if VAL_LOSS in r]
         steady = tok_rates[1:] or tok_rates  # the first window includes warm-up
         knockout = {}
         if self.config.train.diagnostics and self.world.main:

@@ -19,6 +19,7 @@ from core.config import PRESETS, apply_overrides, parse_variant, preset, variant
 from core.estimate import StepTimes, run_seconds
 from core.inspection import inspect_text
 from core.jobs import JobManager
+from core.metrics import LOSSES, VAL_LOSS
 from core.report import diagnostic_keys
 from core.runs import (
     ExperimentWatcher,
@@ -199,7 +200,7 @@ class Explorer:
         for info in self._polled(experiment).values():
             for record in info["metrics"][-50:]:
                 keys.update(k for k in record if k not in _NON_METRICS)
-        return sorted(keys, key=lambda k: (k not in ("val/loss", "train/loss"), k))
+        return sorted(keys, key=lambda k: (k not in LOSSES, k))
 
     def variants(self) -> list[dict]:
         """Every registered FFN variant: name, summary, its options (with defaults, choices and
@@ -306,7 +307,7 @@ class Explorer:
         return self.jobs.cancel(experiment, run)
 
     # curves and results ---------------------------------------------------------------------------
-    def curves(self, experiment: str, metric: str = "val/loss", x: str = "step",
+    def curves(self, experiment: str, metric: str = VAL_LOSS, x: str = "step",
                smoothing: float = 0.0) -> dict:
         """Per variant: x, mean, std, min, max, n of `metric` over seeds, plus per-seed series."""
         if x not in X_KEYS:
