@@ -30,16 +30,18 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlparse
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
 from core.config import DataConfig
 from core.fsutil import atomic_file, atomic_write_bytes
+
+if TYPE_CHECKING:  # batches are torch tensors; nothing else here needs torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +549,7 @@ class Batches:
         self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
 
     def get(self, step: int, rank: int = 0, world_size: int = 1,
-            device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+            device: "str | torch.device" = "cpu") -> "tuple[torch.Tensor, torch.Tensor]":
         """(x, y) int64 [batch_size // world_size, seq_len] for this rank's rows; y is x shifted by one."""
         if world_size <= 0 or self.batch_size % world_size or not 0 <= rank < world_size:
             raise ValueError(f"world_size {world_size} must divide batch_size {self.batch_size} "
@@ -559,13 +561,15 @@ class Batches:
 
 
 def _windows(tokens: np.ndarray, offsets: np.ndarray, seq_len: int,
-             device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+             device: "str | torch.device" = "cpu") -> "tuple[torch.Tensor, torch.Tensor]":
+    import torch  # batches are torch tensors; the corpora, tokenizers and cache need no torch
+
     window = torch.from_numpy(tokens[offsets[:, None] + np.arange(seq_len + 1)].astype(np.int64))
     return window[:, :-1].contiguous().to(device), window[:, 1:].contiguous().to(device)
 
 
 def val_batches(tokens: np.ndarray, batch_size: int, seq_len: int,
-                n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                n_batches: int) -> "list[tuple[torch.Tensor, torch.Tensor]]":
     """A fixed evaluation set: consecutive windows from the start of `tokens`, in order.
 
     Windows start every seq_len tokens, so each token is a target at most once. If `tokens` holds

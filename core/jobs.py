@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import torch
-
 from core.config import RunConfig
+from core.launch import Cell, grid, run_record, train_command, train_env
 from core.metrics import TRAIN_LOSS, VAL_LOSS
 from core.runs import Run, list_experiments, list_runs, runs_root, validate_name
-from core.sweep import Cell, grid, train_command, train_env
 from core.trackers import parse_backends
-from core.train import run_record
 
 ORPHANED = "orphaned: the training process ended without a final status"
 LIVE_STATES = ("queued", "running")
@@ -64,6 +61,8 @@ def eta_seconds(status: dict, state: str, step: int, steps: int | None) -> float
 
 def gpu_ids() -> list[str]:
     """The GPUs a child may be pinned to, as CUDA_VISIBLE_DEVICES entries of this process."""
+    import torch  # CUDA's device count: asked once, when a job manager starts
+
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     # Honour a CUDA_VISIBLE_DEVICES the app was started with: index i means its i-th entry.
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]

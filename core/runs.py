@@ -19,9 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save
-
 from core.fsutil import atomic_write_bytes, fsync_dir
 
 STATES = ("queued", "running", "completed", "failed", "cancelled", "preempted")
@@ -164,12 +161,15 @@ class Run:
         atomic_write_bytes(self.file("metrics.jsonl"), text.encode())
 
     # checkpoints -------------------------------------------------------------------------------
-    def save_checkpoint(self, weights: dict[str, torch.Tensor], trainer_state: dict, step: int) -> None:
+    def save_checkpoint(self, weights: dict, trainer_state: dict, step: int) -> None:
         """Write weights + trainer state of `step` as one unit, then point model.safetensors at them.
 
         The files are staged in checkpoint.tmp/ and swapped in by renames, so a crash or a full
         disk leaves the previous checkpoint/ loadable; a failed write removes the staging folder.
         """
+        import torch  # only the trainer writes checkpoints: listing runs needs no torch
+        from safetensors.torch import save
+
         staging, final, old = (self.file(n) for n in ("checkpoint.tmp", "checkpoint", "checkpoint.old"))
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -212,8 +212,11 @@ class Run:
                 return folder
         return None
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict, dict] | None:
+    def load_checkpoint(self, map_location: str = "cpu") -> tuple[dict, dict] | None:
         """(weights, trainer_state) of the newest checkpoint, or None; never unpickles code."""
+        import torch
+        from safetensors.torch import load_file
+
         folder = self.checkpoint_dir()
         if folder is None:
             return None
@@ -221,16 +224,18 @@ class Run:
         state = torch.load(folder / "trainer_state.pt", map_location=map_location, weights_only=True)
         return weights, state
 
-    def load_weights(self, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """The latest published weights (model.safetensors)."""
+    def load_weights(self, map_location: str = "cpu") -> dict:
+        """The latest published weights (model.safetensors), as torch tensors."""
+        from safetensors.torch import load_file
+
         path = self.file("model.safetensors")
         if not path.exists():
             raise FileNotFoundError(f"run {self.experiment}/{self.name} has no weights yet")
         return load_file(str(path), device=str(map_location))
 
-    def slim(self, keep_weights: bool, weights_dtype: torch.dtype | None = torch.bfloat16) -> None:
+    def slim(self, keep_weights: bool, weights_dtype: str | None = "bfloat16") -> None:
         """Make the run shareable: drop checkpoint/trainer state, logs and lock; optionally keep
-        the final weights, cast to `weights_dtype` (bf16 halves the size)."""
+        the final weights, cast to `weights_dtype` (a torch dtype name; bf16 halves the size)."""
         for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
             shutil.rmtree(self.file(name), ignore_errors=True)
         for name in ("train.log", "run.lock"):
@@ -239,9 +244,12 @@ class Run:
         if not keep_weights:
             weights.unlink(missing_ok=True)
         elif weights.exists() and weights_dtype is not None:
-            tensors = {k: v.to(weights_dtype) for k, v in load_file(str(weights)).items()}
-            buffer = save(tensors, metadata={"dtype": str(weights_dtype).removeprefix("torch.")})
-            atomic_write_bytes(weights, buffer)
+            import torch
+            from safetensors.torch import load_file, save
+
+            dtype = getattr(torch, weights_dtype)
+            tensors = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
+            atomic_write_bytes(weights, save(tensors, metadata={"dtype": weights_dtype}))
 
     def open_log(self):
         """train.log opened for appending bytes (a child process's stdout and stderr)."""

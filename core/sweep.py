@@ -8,70 +8,16 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
+from core import variants
+from core.config import RunConfig
+from core.launch import Cell, grid, train_command, train_env
 from core.runs import Run, experiment_records, runs_root, validate_name
 from core.stats import format_table, table1
 from core.trackers import LOG_TO_HELP, parse_backends
-from core.train import MALLOC_ENV, load_ffn_modules
-
-
-@dataclass
-class Cell:
-    """One (variant, seed) run of a grid and the CLI flags that reproduce its config."""
-
-    label: str
-    seed: int
-    config: RunConfig
-    flags: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}-s{self.seed}"
-
-
-def grid(preset_name: str, variants: list[str], seeds: list[int], overrides: list[str],
-         steps: int | None = None, data: str | None = None) -> list[Cell]:
-    """Validate and build every cell up front, so a bad option fails before anything runs."""
-    if not variants:
-        raise ValueError("choose at least one variant (--ffn or --variant)")
-    if not seeds:
-        raise ValueError("choose at least one seed (--seeds)")
-    cells = []
-    for label in dict.fromkeys(variants):
-        for seed in dict.fromkeys(seeds):
-            flags = ["--preset", preset_name, "--variant", label, "--seed", str(seed)]
-            flags += ["--steps", str(steps)] * (steps is not None) + ["--data", data] * (data is not None)
-            flags += [arg for item in overrides for arg in ("--set", item)]
-            extra = parse_variant(label)[1] + [f"train.seed={seed}"]
-            extra += [f"train.steps={steps}"] * (steps is not None)
-            extra += [f"data.source={data}"] * (data is not None)
-            config = apply_overrides(preset(preset_name), extra + overrides)
-            if config.model.ffn_module:  # a plugin variant: the child process loads the same file
-                flags += ["--ffn-module", config.model.ffn_module]
-            cells.append(Cell(variant_label(config.model), seed, config, flags))
-    return cells
-
-
-def train_command(run: Run, flags: list[str], threads: int, resume: bool,
-                  trackers: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """The `python -m core.train` command line of one run (mirroring its metrics to `trackers`)."""
-    cmd = [sys.executable, "-m", "core.train", "--run-dir", str(run.path), *flags,
-           "--threads", str(threads), "--no-progress"]
-    cmd += ["--log-to", ",".join(trackers)] * bool(trackers)
-    return cmd + ["--resume"] * resume
-
-
-def train_env(threads: int) -> dict[str, str]:
-    """Environment of a training subprocess: thread count and the tuned allocator."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path,
-            "PYTHONUNBUFFERED": "1"}
 
 
 def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run, bool]]:
@@ -135,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"{LOG_TO_HELP} (every run of the grid)")
     args = p.parse_args(argv)
     try:
-        load_ffn_modules(args.ffn_module)
+        variants.load_plugins(args.ffn_module)
         args.log_to = parse_backends(args.log_to)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -24,11 +24,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from core import variants
+from core import launch, variants
 from core.compile_check import require_compiled_gradients
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.data import Batches, load_tokens, val_batches
 from core.diagnostics import RoutingProbe, interference_probe, knockout_losses
+from core.launch import MALLOC_ENV
 from core.metrics import AUX_LOSS, ELAPSED, GRAD_NORM, LR, PEAK_MEM, STEP, TOK_S, TOKENS, TRAIN_LOSS, VAL_LOSS
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
 from core.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
@@ -38,9 +39,6 @@ from core.trackers import LOG_TO_HELP, Mirror, RunInfo, parse_backends
 # sysexits' EX_TEMPFAIL: the run stopped on SIGUSR1 after a checkpoint; `--resume` continues it.
 EXIT_PREEMPTED = 75
 _PREEMPT = threading.Event()  # set by SIGUSR1: checkpoint at the next step boundary, then stop
-
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -373,10 +371,8 @@ class Trainer:
 
 def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1,
                micro_batch: int | None = None) -> dict:
-    """What config.json holds: the run config plus labels, the micro-batch in use and versions."""
-    return {**config.to_dict(), "variant": variant_label(config.model), "seed": config.train.seed,
-            "device": str(device), "world_size": world_size, "micro_batch": micro_batch,
-            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+    """What config.json holds (core.launch.run_record), with the running torch's version."""
+    return launch.run_record(config, str(device), world_size, micro_batch, torch.__version__)
 
 
 def _failure_message(error: BaseException) -> str:
@@ -563,9 +559,7 @@ def print_plan(config: RunConfig) -> None:
 
 def load_ffn_modules(paths: list[str]) -> None:
     """Register the plugin variants of --ffn-module and of $EXPLORER_FFN_MODULES."""
-    variants.load_plugins_from_env()
-    for path in paths:
-        variants.load_plugin(path)
+    variants.load_plugins(paths)
 
 
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:

@@ -283,6 +283,14 @@ def load_plugins_from_env(environ: dict | None = None) -> list[str]:
     return added
 
 
+def load_plugins(paths: list[str]) -> list[str]:
+    """Load $EXPLORER_FFN_MODULES, then each of `paths` (``--ffn-module``); the names added."""
+    added = load_plugins_from_env()
+    for path in paths:
+        added += load_plugin(path)
+    return added
+
+
 def check_plugin_record(name: str, path: str, sha256: str) -> None:
     """Refuse to reopen a run of plugin variant `name` unless the same file is loaded."""
     known = _SPECS.get(name)
@@ -296,5 +304,5 @@ def check_plugin_record(name: str, path: str, sha256: str) -> None:
 
 __all__ = ["BUILTIN", "BASELINE", "PLUGIN_ENV", "FFN_MATCHES", "Option", "Stat", "FFNSpec",
            "register_ffn", "names", "spec", "module_class", "hidden_size", "parameter_count",
-           "flops_per_token", "load_plugin", "load_plugins_from_env", "check_plugin_record",
+           "flops_per_token", "load_plugin", "load_plugins", "load_plugins_from_env", "check_plugin_record",
            "plugin_origin", "file_sha256", "coerce"]

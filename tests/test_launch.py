@@ -1,0 +1,39 @@
+"""core.launch: commands and records of runs, built without torch."""
+
+import subprocess
+import sys
+
+import torch
+
+from core.config import preset
+from core.launch import grid, run_record, train_command
+from core.runs import Run
+from core.train import run_record as trainer_record
+from tests.conftest import REPO
+
+ORCHESTRATION = ("core.launch", "core.sweep", "core.jobs", "core.hub", "core.recipes", "core.ladder",
+                 "core.estimate", "core.trackers")
+
+
+def test_orchestration_imports_no_torch():
+    code = (f"import sys, {', '.join(ORCHESTRATION)}\n"
+            "from core.launch import grid\n"
+            "grid('micro', ['swiglu', 'dual+ffn_share=none'], [0, 1], ['lr=0.01'], 5)\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_run_record_versions_match_the_trainer():
+    config = preset("micro")
+    ours, theirs = run_record(config, "cpu"), trainer_record(config, torch.device("cpu"))
+    assert ours == theirs and ours["versions"]["torch"] == torch.__version__
+
+
+def test_train_command_reproduces_the_cell(tmp_path):
+    cell = grid("micro", ["dual+ffn_share=none"], [3], ["lr=0.01"], 7)[0]
+    command = train_command(Run(tmp_path / "r"), cell.flags, threads=2, resume=True, trackers=("wandb",))
+    assert command[:3] == [sys.executable, "-m", "core.train"]
+    assert command[-3:] == ["--log-to", "wandb", "--resume"]
+    assert command[command.index("--variant"):][:2] == ["--variant", "dual+ffn_share=none"]
