@@ -5,8 +5,10 @@ scale. A ladder trains its variants on rungs of growing width and depth with the
 per non-embedding parameter held fixed, so every rung is equally (under)trained. On each rung a
 short sweep (seed 0, a fraction of the steps) picks each variant's best learning rate from the
 ladder's grid; then every seed trains at that lr. Experiments: ``<ladder>-<rung>-sweep-lr<lr>``
-(the sweep) and ``<ladder>-<rung>`` (the comparison, whose Table 1 is the rung's verdict). Rungs
-run smallest first and runs resume, so a ladder can span several sittings.
+(the sweep) and ``<ladder>-<rung>-lr<lr>`` (every seed of the variants whose best lr that is; a
+rung's comparison takes each variant from its own). A grid extended later adds runs and never
+conflicts with finished ones. Rungs run smallest first and runs resume, so a ladder can span
+several sittings.
 """
 
 import math
@@ -54,7 +56,7 @@ LADDERS: dict[str, Ladder] = {
     # tiny's data and batch; rungs 0.41M-3.2M non-embedding parameters (tiny = d128-L4), 1.66
     # tokens per parameter (tiny's 400 steps). The top rung is ~8 tiny runs of compute.
     "cpu-scaling": Ladder("tiny", (_shape(96, 3, 3, 1), _shape(128, 4, 4, 2), _shape(160, 5, 5, 1),
-                                   _shape(192, 6, 6, 2)), 1.663, (2e-3, 4e-3, 8e-3)),
+                                   _shape(192, 6, 6, 2)), 1.663, (2e-3, 4e-3, 8e-3, 1.6e-2)),
     # The report's setup (FineWeb, Qwen tokenizer, 256 x 2048 tokens a step) at 8 tokens per
     # parameter (the report's 400 steps at 26M); rungs up to twice its width: GPU-sized.
     "gpu-scaling": Ladder("paper", (_shape(256, 8, 4, 2), _shape(384, 8, 6, 2), _shape(384, 12, 6, 2),
@@ -66,8 +68,8 @@ def sweep_experiment(name: str, rung: Rung, lr: float) -> str:
     return f"{name}-{rung.name}-sweep-lr{lr:g}"
 
 
-def rung_experiment(name: str, rung: Rung) -> str:
-    return f"{name}-{rung.name}"
+def final_experiment(name: str, rung: Rung, lr: float) -> str:
+    return f"{name}-{rung.name}-lr{lr:g}"
 
 
 def non_embedding_params(ladder: Ladder, rung: Rung) -> int:
@@ -119,10 +121,20 @@ def run_ladder(name: str, root: Path, parallel: int = 1, progress: bool = True,
             cells = _cells(ladder, rung, list(ladder.variants), [ladder.seeds[0]], [f"train.lr={lr}"], short)
             codes.update(execute(plan(cells, root, sweep_experiment(name, rung, lr)), parallel, progress,
                                  trackers))
-        cells = [cell for variant, lr in best_lrs(name, rung, root).items()
-                 for cell in _cells(ladder, rung, [variant], list(ladder.seeds), [f"train.lr={lr}"], steps)]
-        codes.update(execute(plan(cells, root, rung_experiment(name, rung)), parallel, progress, trackers))
+        for variant, lr in best_lrs(name, rung, root).items():
+            cells = _cells(ladder, rung, [variant], list(ladder.seeds), [f"train.lr={lr}"], steps)
+            codes.update(execute(plan(cells, root, final_experiment(name, rung, lr)), parallel, progress,
+                                 trackers))
     return codes
+
+
+def rung_records(name: str, rung: Rung, root: Path) -> list[dict]:
+    """The runs of `rung`'s comparison: every seed of each variant at its best lr."""
+    records = []
+    for variant, lr in best_lrs(name, rung, root).items():
+        records += [r for r in experiment_records(root, final_experiment(name, rung, lr))
+                    if r["variant"] == variant]
+    return records
 
 
 def _final_mean(records: list[dict], group: str, name: str) -> float:
@@ -148,7 +160,7 @@ def scaling_rows(name: str, root: Path) -> list[dict]:
     with the baseline (delta and 95% intervals) and the trend diagnostics of each variant."""
     ladder, rows = LADDERS[name], []
     for rung in ladder.rungs:
-        records = experiment_records(root, rung_experiment(name, rung))
+        records = rung_records(name, rung, root)
         if not records:
             continue
         table = table1(records, variants.BASELINE).set_index("variant")
@@ -179,5 +191,6 @@ def summary_text(name: str, root: Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Rung", "Ladder", "LADDERS", "TREND_DIAGNOSTICS", "sweep_experiment", "rung_experiment",
+__all__ = ["Rung", "Ladder", "LADDERS", "TREND_DIAGNOSTICS", "sweep_experiment", "final_experiment",
+           "rung_records",
            "non_embedding_params", "rung_steps", "best_lrs", "run_ladder", "scaling_rows", "summary_text"]

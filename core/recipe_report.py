@@ -174,7 +174,7 @@ def ladder_sections(name: str, root: Path) -> list[str]:
              html_table(["rung", "non-emb params", "steps", "variant", "lr", "seeds", "val loss", "delta",
                          "95% CI (Welch)"], _rung_rows(rows), {1, 2, 4, 5, 6, 7})]
     for rung in each.rungs:
-        records = experiment_records(root, ladder.rung_experiment(name, rung))
+        records = ladder.rung_records(name, rung, root)
         if records:
             parts += [f"<h3>Table 1, rung {html.escape(rung.name)}</h3>", table1_html(records)]
     return parts

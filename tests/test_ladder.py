@@ -12,7 +12,7 @@ from core.ladder import (
     Ladder,
     Rung,
     best_lrs,
-    rung_experiment,
+    final_experiment,
     rung_steps,
     scaling_rows,
     sweep_experiment,
@@ -55,8 +55,8 @@ def test_best_lrs_and_rows_by_hand(tmp_path, monkeypatch):
     assert best_lrs("t", rung, tmp_path) == {"swiglu": 1e-3, "dual": 3e-3, }
     swiglu, dual = [5.0, 5.1, 5.3], [5.2, 5.25, 5.5]
     for seed, (a, b) in enumerate(zip(swiglu, dual)):
-        _fake(tmp_path, rung_experiment("t", rung), "swiglu", seed, a)
-        _fake(tmp_path, rung_experiment("t", rung), "dual", seed, b,
+        _fake(tmp_path, final_experiment("t", rung, 1e-3), "swiglu", seed, a)
+        _fake(tmp_path, final_experiment("t", rung, 3e-3), "dual", seed, b,
               {"routing/L0/sparse_weight": 0.2 + seed, "routing/L1/sparse_weight": 0.4 + seed})
     rows = scaling_rows("t", tmp_path)
     assert [r["rung"] for r in rows] == ["d32"]  # the second rung has no results yet
@@ -77,7 +77,7 @@ def test_micro_ladder_runs_sweep_then_seeds_at_the_best_lr(tmp_path, monkeypatch
     for rung in MICRO.rungs:
         best = best_lrs("mini", rung, tmp_path)
         assert set(best) == {"swiglu", "dual"}
-        runs = {r.name: r for r in (Run(p) for p in (tmp_path / rung_experiment("mini", rung)).iterdir())}
+        runs = {r.name: r for r in (Run(p["path"]) for p in ladder.rung_records("mini", rung, tmp_path))}
         assert sorted(runs) == ["dual-s0", "dual-s1", "swiglu-s0", "swiglu-s1"]
         config = runs["dual-s1"].read_config()
         assert config["train"]["lr"] == best["dual"] and config["train"]["steps"] == rung_steps(MICRO, rung)

@@ -44,8 +44,9 @@ def test_ladder_report_draws_delta_with_its_interval(tmp_path, monkeypatch):
             _fake(tmp_path, ladder.sweep_experiment("t", rung, lr), "swiglu", 0, 5.0 + lr)
             _fake(tmp_path, ladder.sweep_experiment("t", rung, lr), "dual", 0, 5.0 - lr)
         for seed, noise in enumerate((0.0, 0.02, -0.01)):
-            _fake(tmp_path, ladder.rung_experiment("t", rung), "swiglu", seed, 5.0 + noise)
-            _fake(tmp_path, ladder.rung_experiment("t", rung), "dual", seed, 5.0 + shift + 2 * noise)
+            _fake(tmp_path, ladder.final_experiment("t", rung, MICRO.lrs[0]), "swiglu", seed, 5.0 + noise)
+            _fake(tmp_path, ladder.final_experiment("t", rung, MICRO.lrs[-1]), "dual", seed,
+                  5.0 + shift + 2 * noise)
     rows = ladder.scaling_rows("t", tmp_path)
     fig = delta_figure(rows)
     line = [t for t in fig.data if t.name == "dual - swiglu"][0]
