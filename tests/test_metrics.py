@@ -34,7 +34,7 @@ def test_parse_key(key, parsed):
 
 
 def test_every_key_of_a_shipped_run_is_in_the_contract():
-    """The shipped runs (old schema in runs/demo, new in cpu-variants) parse completely."""
+    """The shipped runs (demo, cpu-variants) parse completely."""
     flat = {metrics.STEP, metrics.TOKENS, metrics.ELAPSED, metrics.LR}
     known = {metrics.TRAIN_LOSS, metrics.AUX_LOSS, metrics.GRAD_NORM, metrics.TOK_S, metrics.PEAK_MEM,
              metrics.VAL_LOSS}
