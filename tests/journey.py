@@ -37,7 +37,7 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
 
 
-def wait_for_runs(root: Path, experiment: str, names: list[str], state: str, timeout_s: float = 180) -> None:
+def wait_for_runs(root: Path, experiment: str, names: list[str], state: str, timeout_s: float = 300) -> None:
     """Block until every run of `names` has reached `state` on disk."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
