@@ -535,14 +535,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_staged(folder: Path, files: list[str], repo: str) -> None:
+    """A dry run's output: the staged files, their size and the card."""
+    size = sum((folder / f).stat().st_size for f in files)
+    print("\n".join(files))
+    print(f"{len(files)} files, {size / 1e6:.1f} MB would be pushed to {repo}\n")
+    print((folder / CARD).read_text())
+
+
 def _dry_run(args: argparse.Namespace) -> None:
     repo = validate_repo_id(args.repo)
     with tempfile.TemporaryDirectory(prefix="explorer-push-") as tmp:
         files = stage_experiment(args.runs_dir, args.experiment, Path(tmp), repo, args.with_optimizer)
-        size = sum((Path(tmp) / f).stat().st_size for f in files)
-        print("\n".join(files))
-        print(f"{len(files)} files, {size / 1e6:.1f} MB would be pushed to {repo}\n")
-        print((Path(tmp) / CARD).read_text())
+        _print_staged(Path(tmp), files, repo)
 
 
 def _push_model(args: argparse.Namespace) -> None:
@@ -557,11 +562,9 @@ def _push_model(args: argparse.Namespace) -> None:
         return
     run = hub_model.resolve_run(args.run, args.runs_dir)
     with tempfile.TemporaryDirectory(prefix="explorer-push-model-") as tmp:
-        files = hub_model.stage_model(run, Path(tmp) / "model", args.repo, args.dtype, args.dataset_repo)
-        size = sum((Path(tmp) / "model" / f).stat().st_size for f in files)
-        print("\n".join(files))
-        print(f"{len(files)} files, {size / 1e6:.1f} MB would be pushed to {args.repo}\n")
-        print((Path(tmp) / "model" / hub_model.CARD).read_text())
+        folder = Path(tmp) / "model"
+        files = hub_model.stage_model(run, folder, args.repo, args.dtype, args.dataset_repo)
+        _print_staged(folder, files, args.repo)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,6 @@ from core.config import RunConfig
 from core.runs import Run, experiment_records, hub_dataset_repo, runs_root
 from core.stats import TABLE1_NOTE, table1
 
-CARD = "README.md"
-
 
 def resolve_run(spec: str, runs_dir: str | Path | None = None) -> Run:
     """The run named by `spec`: ``EXPERIMENT/RUN`` under the runs root, or a run folder's path."""
@@ -68,12 +66,9 @@ def _architecture(config: RunConfig) -> list[str]:
 
 
 def _parameters(config: RunConfig) -> list[str]:
-    import torch  # building on the meta device allocates nothing
+    from core.model import config_parameter_counts  # torch: only when a card is written
 
-    from core.model import build_model, parameter_counts
-
-    with torch.device("meta"):
-        counts = parameter_counts(build_model(config.model))
+    counts = config_parameter_counts(config.model)
     return [f"- {name.replace('_', '-')}: {value:,} ({value / 1e6:.2f}M)" for name, value in counts.items()]
 
 
@@ -150,7 +145,7 @@ def stage_model(run: Run, dest: Path, repo: str, dtype: str = "float32",
         raise hub.HubError(f"run {run.experiment}/{run.name} has no weights (model.safetensors) to push")
     card = model_card(run, hub.validate_repo_id(repo), dataset_repo)
     export_run(run.path, dest, dtype)
-    (dest / CARD).write_text(card)
+    (dest / hub.CARD).write_text(card)
     (dest / "explorer_config.json").write_text(run.file("config.json").read_text())
     return sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
 

@@ -74,13 +74,10 @@ def final_experiment(name: str, rung: Rung, lr: float) -> str:
 
 def non_embedding_params(ladder: Ladder, rung: Rung) -> int:
     """Non-embedding parameters of the baseline on `rung` (the ladder's size axis)."""
-    import torch  # a model on the meta device allocates nothing
-
-    from core.model import build_model, parameter_counts
+    from core.model import config_parameter_counts  # torch: only when sizes are needed
 
     config = _cells(ladder, rung, [variants.BASELINE], [0], [], None)[0].config
-    with torch.device("meta"):
-        return parameter_counts(build_model(config.model))["non_embedding"]
+    return config_parameter_counts(config.model)["non_embedding"]
 
 
 def rung_steps(ladder: Ladder, rung: Rung) -> int:

@@ -317,6 +317,13 @@ def parameter_counts(model: CausalLM) -> dict[str, int]:
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
 
+def config_parameter_counts(config: ModelConfig) -> dict[str, int]:
+    """:func:`parameter_counts` of the model `config` describes, built on the meta device (no
+    memory, no initialisation)."""
+    with torch.device("meta"):
+        return parameter_counts(build_model(config))
+
+
 def model_flops_per_token(config: ModelConfig, seq_len: int) -> int:
     """Forward FLOPs per token: all matmuls (lm_head included) plus causal attention scores."""
     d, hd = config.hidden_size, config.head_dim
@@ -331,8 +338,7 @@ def _compare_variants(config) -> int:
     print(f"{'ffn':>8s} {'h':>6s} {'ffn params/layer':>17s} {'non-emb params':>15s} {'ffn flops/tok':>14s}")
     for name in variants.names():
         model_config = apply_overrides(config, [f"model.ffn={name}"]).model
-        with torch.device("meta"):
-            counts = parameter_counts(build_model(model_config))
+        counts = config_parameter_counts(model_config)
         print(f"{name:>8s} {variants.hidden_size(model_config):>6d} "
               f"{variants.parameter_count(model_config):>17,d} {counts['non_embedding']:>15,d} "
               f"{variants.flops_per_token(model_config):>14,d}")
@@ -358,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.ffn == "all":
         return _compare_variants(config)
-    with torch.device("meta"):
-        model = build_model(config.model)
-    counts = parameter_counts(model)
+    counts = config_parameter_counts(config.model)
     for key, value in counts.items():
         print(f"{key:>14s}: {value:>13,d}  ({value / 1e6:.2f}M)")
     ffn_flops = config.model.num_hidden_layers * variants.flops_per_token(config.model)

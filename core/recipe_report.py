@@ -19,18 +19,7 @@ from core import ladder, recipes, variants
 from core.band_plot import band_traces, variant_color
 from core.report import figure_html, html_table, page, table1_html
 from core.runs import experiment_records
-from core.stats import TABLE1_NOTE, Band
-
-
-def _band(xs: list[float], values: list[list[float]]) -> Band:
-    """A band over x of per-x value lists (seeds, or a single point with its interval)."""
-    finite = [np.array([v for v in vs if math.isfinite(v)], dtype=float) for vs in values]
-    mean = np.array([v.mean() if len(v) else math.nan for v in finite])
-    std = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in finite])
-    low = np.array([v.min() if len(v) else math.nan for v in finite])
-    high = np.array([v.max() if len(v) else math.nan for v in finite])
-    return Band(np.array(xs, dtype=float), mean, std, low, high, np.array([len(v) for v in finite]))
-
+from core.stats import TABLE1_NOTE, Band, band_over_x
 
 # ---------------------------------------------------------------------------- lr recipes
 
@@ -51,7 +40,7 @@ def lr_figure(losses: dict[str, dict[float, list[float]]]) -> go.Figure:
     fig = go.Figure()
     for i, (variant, by_lr) in enumerate(losses.items()):
         lrs = sorted(by_lr)
-        fig.add_traces(band_traces(variant, _band(lrs, [by_lr[lr] for lr in lrs]), variant_color(i)))
+        fig.add_traces(band_traces(variant, band_over_x(lrs, [by_lr[lr] for lr in lrs]), variant_color(i)))
     fig.update_layout(xaxis_title="peak learning rate", yaxis_title="final val loss", xaxis_type="log",
                       template="plotly_white", height=420, margin=dict(l=60, r=20, t=20, b=40))
     return fig

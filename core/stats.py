@@ -170,6 +170,15 @@ def _masked_stats(values: np.ndarray) -> tuple[np.ndarray, ...]:
     return mean, std, lo, hi, n.astype(np.int64)
 
 
+def band_over_x(xs: Sequence[float], values: Sequence[Sequence[float]]) -> Band:
+    """A band over `xs` of the values at each x (e.g. the seeds' final losses at each lr);
+    non-finite values are left out, as in :func:`seed_band`."""
+    table = np.full((max((len(v) for v in values), default=0), len(xs)), np.nan)
+    for column, at_x in enumerate(values):
+        table[:len(at_x), column] = at_x
+    return Band(np.asarray(xs, dtype=float), *_masked_stats(table))
+
+
 def seed_band(runs_metrics: list[list[dict]], key: str, x: str = "step", smoothing: float = 0.0) -> Band:
     """Aggregate one variant's seeds of metric ``key`` into a mean/std/min/max band.
 

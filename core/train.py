@@ -313,8 +313,7 @@ class Trainer:
         if self.world.world_size == 1:
             return _PREEMPT.is_set()
         flag = torch.tensor(float(_PREEMPT.is_set()), device=self.device)
-        if self.world.world_size > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
     def _evaluate(self) -> dict:
@@ -557,11 +556,6 @@ def print_plan(config: RunConfig) -> None:
     print(format_plan(run_plan(model, config, device, autocast, bf16)))
 
 
-def load_ffn_modules(paths: list[str]) -> None:
-    """Register the plugin variants of --ffn-module and of $EXPLORER_FFN_MODULES."""
-    variants.load_plugins(paths)
-
-
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
     """Build the run config from CLI flags; with --resume and no shape flags, the stored one."""
     shaped = any(v is not None for v in (args.preset, args.config, args.ffn, args.variant, args.seed,
@@ -644,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     ignore_file_size_signal()
     handle_stop_signals()
     try:
-        load_ffn_modules(args.ffn_module)
+        variants.load_plugins(args.ffn_module)
         trackers = parse_backends(args.log_to)
         config = config_from_args(args)
         run = resolve_run(args, config)
