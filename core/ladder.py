@@ -55,8 +55,9 @@ def _shape(d: int, layers: int, heads: int, kv_heads: int) -> Rung:
 LADDERS: dict[str, Ladder] = {
     # tiny's data and batch; rungs 0.41M-3.2M non-embedding parameters (tiny = d128-L4), 1.66
     # tokens per parameter (tiny's 400 steps). The top rung is ~8 tiny runs of compute.
-    "cpu-scaling": Ladder("tiny", (_shape(96, 3, 3, 1), _shape(128, 4, 4, 2), _shape(160, 5, 5, 1),
-                                   _shape(192, 6, 6, 2)), 1.663, (2e-3, 4e-3, 8e-3, 1.6e-2)),
+    "cpu-scaling": Ladder("tiny", (_shape(96, 3, 3, 1), _shape(112, 4, 4, 2), _shape(128, 4, 4, 2),
+                                   _shape(160, 5, 5, 1), _shape(192, 6, 6, 2)),
+                          1.663, (2e-3, 4e-3, 8e-3, 1.6e-2)),
     # The report's setup (FineWeb, Qwen tokenizer, 256 x 2048 tokens a step) at 8 tokens per
     # parameter (the report's 400 steps at 26M); rungs up to twice its width: GPU-sized.
     "gpu-scaling": Ladder("paper", (_shape(256, 8, 4, 2), _shape(384, 8, 6, 2), _shape(384, 12, 6, 2),

@@ -33,7 +33,7 @@ def test_ladders_grow_and_hold_tokens_per_parameter():
             tokens = rung_steps(each, rung) * train.batch_size * train.seq_len
             assert abs(tokens / size - each.tokens_per_param) / each.tokens_per_param < 0.01, (name, rung)
     cpu = LADDERS["cpu-scaling"]
-    assert [rung_steps(cpu, r) for r in cpu.rungs][1] == 400  # the tiny rung is tiny's 400 steps
+    assert rung_steps(cpu, cpu.rungs[2]) == 400  # the tiny rung (d128-L4) is tiny's 400 steps
     assert sizes[-1] / sizes[0] > 5  # gpu-scaling spans more than 5x
 
 
