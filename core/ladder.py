@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import variants
+from core.executors import Executor, LocalExecutor
 from core.metrics import VAL_LOSS, parse_key
 from core.runs import experiment_records
 from core.stats import table1
@@ -107,21 +108,23 @@ def best_lrs(name: str, rung: Rung, root: Path) -> dict[str, float]:
     return {variant: lr for variant, (lr, _) in best.items()}
 
 
-def run_ladder(name: str, root: Path, parallel: int = 1, progress: bool = True,
+def run_ladder(name: str, root: Path, executor: Executor | None = None, progress: bool = True,
                trackers: tuple[str, ...] = ()) -> dict[str, int]:
     """Every rung, smallest first: its short sweep, then every seed at each variant's best lr.
-    Returns each run's exit code (0 = completed)."""
+    Returns each run's exit code (0 = completed). Runs on `executor` (default: this machine, one
+    at a time)."""
     ladder, codes = LADDERS[name], {}
+    executor = executor or LocalExecutor()
     for rung in ladder.rungs:
         steps = rung_steps(ladder, rung)
         short = max(1, round(steps * ladder.sweep_fraction))
         for lr in ladder.lrs:
             cells = _cells(ladder, rung, list(ladder.variants), [ladder.seeds[0]], [f"train.lr={lr}"], short)
-            codes.update(execute(plan(cells, root, sweep_experiment(name, rung, lr)), parallel, progress,
+            codes.update(execute(plan(cells, root, sweep_experiment(name, rung, lr)), executor, progress,
                                  trackers))
         for variant, lr in best_lrs(name, rung, root).items():
             cells = _cells(ladder, rung, [variant], list(ladder.seeds), [f"train.lr={lr}"], steps)
-            codes.update(execute(plan(cells, root, final_experiment(name, rung, lr)), parallel, progress,
+            codes.update(execute(plan(cells, root, final_experiment(name, rung, lr)), executor, progress,
                                  trackers))
     return codes
 

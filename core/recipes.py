@@ -10,6 +10,7 @@ best lr (lowest final val loss in phase 1). Runs resume, so a recipe can span se
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.executors import Executor, LocalExecutor
 from core.runs import experiment_records
 from core.stats import format_table, table1
 from core.sweep import execute, grid, plan
@@ -47,11 +48,11 @@ def experiment_name(recipe: str, lr: float) -> str:
     return f"{recipe}-lr{lr:g}"
 
 
-def _run_grid(recipe: Recipe, name: str, lr: float, seeds: list[int], root: Path, parallel: int,
+def _run_grid(recipe: Recipe, name: str, lr: float, seeds: list[int], root: Path, executor: Executor,
               progress: bool, trackers: tuple[str, ...]) -> dict[str, int]:
     overrides = [*recipe.overrides, f"train.lr={lr}"]
     cells = grid(recipe.preset, list(recipe.variants), seeds, overrides, recipe.steps, recipe.data)
-    return execute(plan(cells, root, experiment_name(name, lr)), parallel, progress, trackers)
+    return execute(plan(cells, root, experiment_name(name, lr)), executor, progress, trackers)
 
 
 def best_lrs(name: str, root: Path) -> dict[str, float]:
@@ -67,18 +68,19 @@ def best_lrs(name: str, root: Path) -> dict[str, float]:
     return {variant: lr for variant, (lr, _) in best.items()}
 
 
-def run_recipe(name: str, root: Path, parallel: int = 1, progress: bool = True,
+def run_recipe(name: str, root: Path, executor: Executor | None = None, progress: bool = True,
                trackers: tuple[str, ...] = ()) -> dict[str, int]:
     """Both phases, each run mirroring its metrics to `trackers`; returns each run's exit code
-    (0 = completed)."""
+    (0 = completed). Runs on `executor` (default: this machine, one at a time)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     recipe, codes = RECIPES[name], {}
+    executor = executor or LocalExecutor()
     for lr in recipe.lrs:  # phase 1: seed 0 everywhere
-        codes.update(_run_grid(recipe, name, lr, [recipe.seeds[0]], root, parallel, progress, trackers))
+        codes.update(_run_grid(recipe, name, lr, [recipe.seeds[0]], root, executor, progress, trackers))
     rest = list(recipe.seeds[1:])
     for lr in sorted({recipe.shared_lr, *best_lrs(name, root).values()}):  # phase 2
-        codes.update(_run_grid(recipe, name, lr, rest, root, parallel, progress, trackers))
+        codes.update(_run_grid(recipe, name, lr, rest, root, executor, progress, trackers))
     return codes
 
 

@@ -113,6 +113,11 @@ class Run:
         atomic_write_json(self.file("status.json"), status)
         return status
 
+    def record_job(self, executor: str, job_id: str) -> dict:
+        """Note the scheduler job that runs this run, keeping its state (the job may already have
+        started it); every later status write keeps the note."""
+        return self.write_status(self.read_status().get("state", "queued"), executor=executor, job_id=job_id)
+
     def read_summary(self) -> dict:
         return _read_json(self.file("summary.json")) or {}
 
@@ -328,6 +333,11 @@ def list_experiments(root: str | Path | None = None) -> list[str]:
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+
+
+def slurm_folder(root: str | Path | None, name: str) -> Path:
+    """Where submitit keeps the job scripts, pickles and logs of grid or recipe `name`."""
+    return runs_root(root) / ".slurm" / validate_name(name, "experiment name")
 
 
 def list_runs(root: str | Path | None, experiment: str) -> list[Run]:

@@ -4,8 +4,6 @@ Completed runs are skipped, interrupted ones resumed, so a sweep can be re-run u
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,8 +12,20 @@ from tqdm import tqdm
 
 from core import variants
 from core.config import RunConfig
-from core.launch import Cell, grid, train_command, train_env
-from core.runs import Run, experiment_records, runs_root, validate_name
+from core.executors import (
+    EXECUTORS,
+    TIME_FORMATS,
+    Executor,
+    Launch,
+    LocalExecutor,
+    Resources,
+    SlurmExecutor,
+    check_slurm,
+    is_final,
+    merge_state,
+)
+from core.launch import Cell, grid
+from core.runs import Run, experiment_records, runs_root, slurm_folder, validate_name
 from core.stats import format_table, table1
 from core.trackers import LOG_TO_HELP, parse_backends
 
@@ -34,29 +44,79 @@ def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run
     return todo
 
 
-def execute(todo: list[tuple[Cell, Run, bool]], parallel: int, progress: bool = True,
-            trackers: tuple[str, ...] = ()) -> dict[str, int]:
-    """Run the planned cells, `parallel` at a time, each mirroring its metrics to `trackers`;
-    return each run's exit code."""
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    pending, running, codes = list(todo), {}, {}
-    bar = tqdm(total=len(todo), unit="run", disable=not progress, desc="sweep")
-    while pending or running:
-        while pending and len(running) < parallel:
-            cell, run, resume = pending.pop(0)
-            log = run.open_log()  # closed when the child ends
-            proc = subprocess.Popen(train_command(run, cell.flags, threads, resume, trackers),
-                                    env=train_env(threads), stdout=log, stderr=subprocess.STDOUT)
-            running[cell.name] = (proc, log)
-        for name, (proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                codes[name] = proc.returncode
-                del running[name]
+def _submit(executor: Executor, launches: list[Launch], trackers: tuple[str, ...]) -> list[str]:
+    """Submit; a cluster's runs first record what was submitted and then their job ids, so a
+    restarted app or sweep finds the jobs again."""
+    if executor.name == "local":
+        return executor.submit(launches)
+    for launch in launches:
+        launch.run.write_status("queued", executor=executor.name, job_id=None, flags=list(launch.flags),
+                                trackers=list(trackers), error=None, pid=None)
+    try:
+        ids = executor.submit(launches)
+    except ValueError as error:
+        for launch in launches:
+            launch.run.write_status("failed", error=f"not submitted: {error}")
+        raise
+    for launch, job_id in zip(launches, ids, strict=True):
+        launch.run.record_job(executor.name, job_id)
+    return ids
+
+
+def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bool = True,
+            trackers: tuple[str, ...] = (), poll_s: float = 0.2) -> dict[str, int]:
+    """Start the planned cells on `executor`, each mirroring its metrics to `trackers`, and wait
+    for all; return each run's exit code (local) or 0 / 1 for completed / not (a cluster)."""
+    launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run, _ in todo]
+    ids = _submit(executor, launches, trackers)
+    remote = executor.name != "local"
+    left = dict(zip(ids, launches, strict=True))
+    bar = tqdm(total=len(ids), unit="run", disable=not progress, desc=f"sweep ({executor.name})")
+    while left:
+        time.sleep(poll_s)
+        states = executor.state(list(left))
+        for job_id, state in states.items():
+            run = left[job_id].run
+            if remote:
+                state = merge_state(run.read_status(), state)
+            if is_final(state):
+                del left[job_id]
                 bar.update(1)
-        time.sleep(0.2)
     bar.close()
-    return codes
+    codes = dict(getattr(executor, "exit_codes", {}))  # local: the processes' own
+    for job_id, launch in zip(ids, launches, strict=True):
+        if job_id not in codes:
+            codes[job_id] = 0 if launch.run.read_status().get("state") == "completed" else 1
+    return {launch.run.name: codes[job_id] for job_id, launch in zip(ids, launches, strict=True)}
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """--executor and the cluster resources, for core.sweep and its recipes."""
+    g = p.add_argument_group("where runs execute")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: subprocesses of this machine (--parallel at a time); slurm: one job array")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (one rank each)")
+    g.add_argument("--nodes-per-run", type=int, default=1, help="nodes per run (torchrun c10d rendezvous)")
+    g.add_argument("--ranks-per-run", type=int, default=0,
+                   help="training processes per run (default: one per GPU, or 1)")
+    g.add_argument("--cpus-per-rank", type=int, default=Resources.cpus_per_rank,
+                   help="CPU cores and torch threads per training process (slurm)")
+    g.add_argument("--time", default=Resources.time, help=f"time limit per job ({TIME_FORMATS}); a run "
+                   "that outlives it checkpoints and resumes in a requeued job")
+
+
+def make_executor(args: argparse.Namespace, root: Path, name: str) -> Executor:
+    """The executor the flags ask for; ValueError (before anything is submitted) if it cannot run."""
+    if args.executor == "local":
+        if args.partition or args.gpus_per_run or args.ranks_per_run or args.nodes_per_run != 1:
+            raise ValueError("--partition, --gpus-per-run, --nodes-per-run and --ranks-per-run need "
+                             "--executor slurm")
+        return LocalExecutor(args.parallel)
+    resources = Resources(args.partition, args.gpus_per_run, args.nodes_per_run, args.ranks_per_run,
+                          args.cpus_per_rank, args.time, max(1, args.parallel))
+    resources = check_slurm(resources)
+    return SlurmExecutor(slurm_folder(root, name), resources, job_name=name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--data", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--parallel", type=int, default=1, help="runs at a time (each gets cores/K threads)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (local: each gets cores/K "
+                   "threads; slurm: the job array's parallelism)")
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-to", default="", metavar="NAMES",
                    help=f"{LOG_TO_HELP} (every run of the grid)")
+    add_executor_args(p)
     args = p.parse_args(argv)
     try:
         variants.load_plugins(args.ffn_module)
@@ -97,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = grid(args.preset, args.ffn + args.variant, args.seeds, args.overrides, args.steps, args.data)
         root = runs_root(args.runs_dir)
         todo = plan(cells, root, args.experiment)
+        executor = make_executor(args, root, args.experiment)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{len(cells)} runs in grid, {len(cells) - len(todo)} already completed, {len(todo)} to run")
-    codes = execute(todo, args.parallel, progress=not args.no_progress, trackers=args.log_to)
+    codes = execute(todo, executor, progress=not args.no_progress, trackers=args.log_to)
     failed = sorted(name for name, code in codes.items() if code != 0)
     print(format_table(table1(experiment_records(root, args.experiment))))
     for name in failed:
@@ -122,7 +185,12 @@ def _main_recipe(args: argparse.Namespace) -> int:
         print(f"error: unknown recipe {args.recipe!r}; choose one of {names}", file=sys.stderr)
         return 2
     root = runs_root(args.runs_dir)
-    codes = run(args.recipe, root, max(1, args.parallel), progress=not args.no_progress, trackers=args.log_to)
+    try:
+        executor = make_executor(args, root, args.recipe)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    codes = run(args.recipe, root, executor, progress=not args.no_progress, trackers=args.log_to)
     print(summary(args.recipe, root))
     return 1 if any(code != 0 for code in codes.values()) else 0
 

@@ -11,8 +11,8 @@ from core.runs import Run
 from core.train import run_record as trainer_record
 from tests.conftest import REPO
 
-ORCHESTRATION = ("core.launch", "core.sweep", "core.jobs", "core.hub", "core.recipes", "core.ladder",
-                 "core.estimate", "core.trackers")
+ORCHESTRATION = ("core.launch", "core.executors", "core.sweep", "core.jobs", "core.hub", "core.recipes",
+                 "core.ladder", "core.estimate", "core.trackers")
 
 
 def test_orchestration_imports_no_torch():

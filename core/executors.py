@@ -1,0 +1,433 @@
+"""Where runs execute: processes on this machine, or a SLURM cluster through submitit.
+
+An executor takes launches (a run folder, its ``core.train`` flags and trackers) and answers
+``submit(launches) -> job ids``, ``state(ids) -> {id: scheduler state}`` and ``cancel(id)``.
+Scheduler states are the words of :data:`STATES`; "unknown" means the scheduler no longer knows
+the job, and the run's own status.json has the last word.
+
+On SLURM a grid is one job array (at most ``array_parallelism`` tasks at once). Each task runs
+one run: a single ``core.train`` process, or for several ranks one torchrun per node (the trainer
+already joins torchrun's process group; multi-node runs meet through torchrun's c10d rendezvous
+on the first node). The job asks for ``--signal=USR1@90``: SLURM's warning before a time limit or
+a preemption reaches the trainer, which checkpoints and exits as "preempted"; submitit then
+requeues the job, and the requeued task resumes from that checkpoint.
+
+Torch-free: the trainer runs in the task's child process.
+"""
+
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from core.launch import train_command, train_env
+from core.runs import Run
+
+STATES = ("pending", "running", "completed", "failed", "cancelled", "preempted", "unknown")
+FINAL_STATES = ("completed", "failed", "cancelled")
+EXECUTORS = ("local", "slurm")
+PREEMPT_SIGNAL = "USR1"  # what the trainer checkpoints on (core.train)
+SIGNAL_DELAY_S = 90  # SLURM's warning ahead of the time limit
+RDZV_PORT = 29400  # torchrun's c10d rendezvous port on a multi-node run's first node
+
+# SLURM's job states, in our words (squeue --states=all).
+_SLURM_STATES = {
+    "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+    "RESV_DEL_HOLD": "pending", "SUSPENDED": "pending", "CONFIGURING": "running", "RUNNING": "running",
+    "COMPLETING": "running", "RESIZING": "running", "SIGNALING": "running", "STAGE_OUT": "running",
+    "COMPLETED": "completed", "CANCELLED": "cancelled", "PREEMPTED": "preempted", "FAILED": "failed",
+    "BOOT_FAIL": "failed", "DEADLINE": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
+    "TIMEOUT": "failed", "SPECIAL_EXIT": "failed", "REVOKED": "cancelled",
+}
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+TIME_FORMATS = "MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+
+
+def time_minutes(text: str) -> int:
+    """SLURM's time-limit formats as whole minutes (rounded up); ValueError names the formats."""
+    match = _TIME.match(text.strip())
+    if not match:
+        raise ValueError(f"time limit {text!r} is not a SLURM time ({TIME_FORMATS})")
+    days, a, b, c = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # MM:SS
+        seconds = int(a) * 60 + int(b)
+    else:  # MINUTES
+        seconds = int(a) * 60
+    if seconds <= 0:
+        raise ValueError(f"time limit {text!r} must be longer than zero")
+    return math.ceil(seconds / 60)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks of a cluster."""
+
+    partition: str | None = None  # SLURM partition (None: the cluster's default)
+    gpus_per_run: int = 0  # GPUs of one run, spread evenly over its nodes
+    nodes_per_run: int = 1  # nodes of one run (more than one: torchrun's c10d rendezvous)
+    ranks_per_run: int = 0  # training processes of one run; 0 = one per GPU, or 1 without GPUs
+    cpus_per_rank: int = 2  # CPU cores (and torch threads) per training process
+    time: str = "1:00:00"  # wall-clock limit of one job; longer runs resume in requeued jobs
+    array_parallelism: int = 64  # most runs of one grid running at once
+
+    def ranks(self) -> int:
+        return self.ranks_per_run or max(1, self.gpus_per_run)
+
+    def ranks_per_node(self) -> int:
+        return self.ranks() // self.nodes_per_run
+
+    def gpus_per_node(self) -> int:
+        return self.gpus_per_run // self.nodes_per_run
+
+    def check(self) -> "Resources":
+        """Self-consistency (no cluster needed); returns self. ValueError names the bad field."""
+        for name in ("gpus_per_run", "ranks_per_run"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0")
+        for name in ("nodes_per_run", "cpus_per_rank", "array_parallelism"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
+        if self.ranks() % self.nodes_per_run or self.gpus_per_run % self.nodes_per_run:
+            raise ValueError(f"{self.ranks()} ranks and {self.gpus_per_run} GPUs per run do not spread "
+                             f"evenly over {self.nodes_per_run} nodes")
+        if self.gpus_per_run and self.ranks() != self.gpus_per_run:
+            raise ValueError(f"a GPU run trains one rank per GPU: ranks-per-run {self.ranks_per_run} "
+                             f"!= gpus-per-run {self.gpus_per_run}")
+        if self.partition is not None and not re.fullmatch(r"[\w.-]+", self.partition):
+            raise ValueError(f"partition {self.partition!r} is not a SLURM partition name")
+        time_minutes(self.time)
+        return self
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One run to start: its folder, its core.train flags and the trackers it mirrors to."""
+
+    run: Run
+    flags: tuple[str, ...]
+    trackers: tuple[str, ...] = ()
+
+
+def task_command(launch: Launch, resources: Resources, threads: int, resume: bool,
+                 rendezvous: str | None = None, rdzv_id: str = "run") -> list[str]:
+    """The command one node of a run executes: core.train, or torchrun around it for several ranks
+    (`rendezvous` host:port of the first node when the run spans nodes)."""
+    command = train_command(launch.run, list(launch.flags), threads, resume, launch.trackers)
+    if resources.ranks() == 1:
+        return command
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                str(resources.ranks_per_node())]
+    if resources.nodes_per_run == 1:
+        torchrun += ["--standalone"]
+    else:
+        torchrun += ["--nnodes", str(resources.nodes_per_run), "--rdzv-backend", "c10d",
+                     "--rdzv-endpoint", rendezvous or "", "--rdzv-id", rdzv_id]
+    return torchrun + command[1:]  # command[1:] = "-m core.train ..."
+
+
+class Executor(Protocol):
+    """Starts launches somewhere and reports on them by job id."""
+
+    name: str
+
+    def submit(self, launches: list[Launch]) -> list[str]: ...
+
+    def state(self, ids: list[str]) -> dict[str, str]: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+
+# -- local ----------------------------------------------------------------------------------------
+class LocalExecutor:
+    """Subprocesses of this machine, `parallel` at a time, each with cores/parallel threads.
+    Job ids are "local-N"; state() also starts queued launches as slots free up."""
+
+    name = "local"
+
+    def __init__(self, parallel: int = 1):
+        if parallel < 1:
+            raise ValueError("--parallel must be >= 1")
+        self.parallel = parallel
+        self.threads = max(1, (os.cpu_count() or 1) // parallel)
+        self._queue: list[tuple[str, Launch]] = []
+        self._running: dict[str, tuple[subprocess.Popen, object]] = {}
+        self._states: dict[str, str] = {}
+        self.exit_codes: dict[str, int] = {}
+
+    def submit(self, launches: list[Launch]) -> list[str]:
+        ids = [f"local-{len(self._states) + i}" for i in range(len(launches))]
+        for job_id, launch in zip(ids, launches, strict=True):
+            self._queue.append((job_id, launch))
+            self._states[job_id] = "pending"
+        self._pump()
+        return ids
+
+    def state(self, ids: list[str]) -> dict[str, str]:
+        self._pump()
+        return {job_id: self._states.get(job_id, "unknown") for job_id in ids}
+
+    def cancel(self, job_id: str) -> None:
+        self._queue = [(i, launch) for i, launch in self._queue if i != job_id]
+        if job_id in self._running:
+            self._running[job_id][0].send_signal(signal.SIGTERM)  # the trainer ends it as cancelled
+        elif self._states.get(job_id) == "pending":
+            self._states[job_id] = "cancelled"
+
+    def _pump(self) -> None:
+        for job_id, (proc, log) in list(self._running.items()):
+            if proc.poll() is not None:
+                log.close()
+                self.exit_codes[job_id] = proc.returncode
+                self._states[job_id] = "completed" if proc.returncode == 0 else "failed"
+                del self._running[job_id]
+        while self._queue and len(self._running) < self.parallel:
+            job_id, launch = self._queue.pop(0)
+            resume = launch.run.checkpoint_dir() is not None
+            command = train_command(launch.run, list(launch.flags), self.threads, resume, launch.trackers)
+            log = launch.run.open_log()  # closed when the child ends
+            proc = subprocess.Popen(command, env=train_env(self.threads), stdout=log,
+                                    stderr=subprocess.STDOUT)
+            self._running[job_id] = (proc, log)
+            self._states[job_id] = "running"
+
+
+# -- SLURM ----------------------------------------------------------------------------------------
+class TrainTask:
+    """What a SLURM array task runs (pickled by submitit): one node's share of one run.
+
+    On SIGUSR1 submitit calls `checkpoint`: the trainer got the same signal, so wait until it
+    has saved its checkpoint and exited, then hand submitit this task again to requeue; the
+    requeued task resumes from the checkpoint."""
+
+    def __init__(self, launch: Launch, resources: Resources):
+        self.launch, self.resources = launch, resources
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict:
+        return {"launch": self.launch, "resources": self.resources}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _proc=None)
+
+    def __call__(self) -> int:
+        import submitit  # on the compute node
+
+        env = submitit.JobEnvironment()
+        run = self.launch.run
+        rendezvous = f"{env.hostnames[0]}:{RDZV_PORT}"
+        command = task_command(self.launch, self.resources, self.resources.cpus_per_rank,
+                               run.checkpoint_dir() is not None, rendezvous, str(env.job_id))
+        log = run.open_log() if env.node == 0 else None  # other nodes: submitit's own log
+        if log is not None:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} slurm job {env.job_id} on "
+                      f"{env.hostname}: {' '.join(command)}\n".encode())
+            log.flush()
+        self._proc = subprocess.Popen(command, env=train_env(self.resources.cpus_per_rank),
+                                      stdout=log, stderr=subprocess.STDOUT if log else None)
+        code = self._wait()
+        if code != 0:
+            raise RuntimeError(f"core.train exited with code {code}; see {run.file('train.log')}")
+        return code
+
+    def _wait(self, timeout: float | None = None) -> int | None:
+        """Poll (never block in waitpid: submitit's signal handler polls the same child)."""
+        deadline = None if timeout is None else time.time() + timeout
+        while self._proc.poll() is None:
+            if deadline is not None and time.time() > deadline:
+                return None
+            time.sleep(0.5)
+        return self._proc.returncode
+
+    def checkpoint(self):  # submitit's preemption hook
+        import submitit
+
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(getattr(signal, f"SIG{PREEMPT_SIGNAL}"))  # in case it missed it
+            self._wait(SIGNAL_DELAY_S - 10)
+        return submitit.helpers.DelayedSubmission(TrainTask(self.launch, self.resources))
+
+
+def slurm_available() -> bool:
+    """True when SLURM's sbatch is on PATH (the app offers the slurm executor then)."""
+    return shutil.which("sbatch") is not None
+
+
+def _slurm(*args: str) -> str:
+    try:
+        out = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise ValueError(f"the slurm executor needs SLURM's {args[0]} on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"{args[0]} did not answer within 60 s: is slurmctld up?") from None
+    if out.returncode != 0:
+        raise ValueError(f"{' '.join(args[:2])} failed: {(out.stderr or out.stdout).strip()}")
+    return out.stdout
+
+
+@dataclass(frozen=True)
+class Partition:
+    """What sinfo says of one partition (its largest node)."""
+
+    name: str
+    default: bool
+    nodes: int
+    cpus: int  # per node
+    gpus: int  # per node
+    minutes: int | None  # time limit (None: infinite)
+
+
+def partitions() -> dict[str, Partition]:
+    """The cluster's partitions from sinfo; ValueError when SLURM is not reachable."""
+    found: dict[str, Partition] = {}
+    for line in _slurm("sinfo", "--noheader", "--format=%P|%D|%c|%G|%l").splitlines():
+        name, nodes, cpus, gres, limit = line.strip().split("|")
+        default, name = name.endswith("*"), name.rstrip("*")
+        gpus = max([int(g) for g in re.findall(r"gpu(?::[\w-]+)?:(\d+)", gres)] or [0])
+        minutes = None if limit in ("infinite", "UNLIMITED", "n/a") else time_minutes(limit)
+        old = found.get(name, Partition(name, default, 0, 0, 0, minutes))  # sinfo: a line per node kind
+        found[name] = Partition(name, default, old.nodes + int(nodes), max(old.cpus, int(cpus.rstrip("+"))),
+                                max(old.gpus, gpus), minutes)
+    return found
+
+
+def check_slurm(resources: Resources) -> Resources:
+    """Check `resources` against the cluster before anything is submitted; return them with the
+    partition filled in. ValueError: one message naming what does not fit."""
+    resources.check()
+    if not slurm_available():
+        raise ValueError("the slurm executor needs SLURM's sbatch on PATH (run where jobs are submitted, "
+                         "or choose the local executor)")
+    known = partitions()
+    if not known:
+        raise ValueError("sinfo lists no partitions")
+    name = resources.partition or next((p.name for p in known.values() if p.default), None)
+    if name not in known:
+        raise ValueError(f"unknown partition {name!r}; the cluster has {', '.join(sorted(known))}")
+    part = known[name]
+    if resources.gpus_per_node() > part.gpus:
+        raise ValueError(f"{resources.gpus_per_node()} GPUs per node asked, partition {name} has "
+                         f"{part.gpus} per node")
+    if resources.nodes_per_run > part.nodes:
+        raise ValueError(f"{resources.nodes_per_run} nodes per run asked, partition {name} has {part.nodes}")
+    cpus = resources.ranks_per_node() * resources.cpus_per_rank
+    if cpus > part.cpus:
+        raise ValueError(f"{cpus} CPUs per node asked ({resources.ranks_per_node()} ranks x "
+                         f"{resources.cpus_per_rank}), partition {name} has {part.cpus}")
+    if part.minutes is not None and time_minutes(resources.time) > part.minutes:
+        raise ValueError(f"time limit {resources.time} exceeds partition {name}'s {part.minutes} minutes")
+    return replace(resources, partition=name)
+
+
+def slurm_states(ids: list[str]) -> dict[str, tuple[str, str]]:
+    """(state, reason) of each job id the controller still knows; others are "unknown"."""
+    known = {}
+    for line in _slurm("squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%r").splitlines():
+        job_id, state, reason = (line.strip().split("|") + ["", ""])[:3]
+        known[job_id] = (_SLURM_STATES.get(state.split()[0] if state else "", "unknown"),
+                         "" if reason in ("None", "(null)") else reason)
+    return {job_id: known.get(job_id, ("unknown", "")) for job_id in ids}
+
+
+class SlurmExecutor:
+    """A grid as one SLURM job array through submitit; logs and pickles in `folder`."""
+
+    name = "slurm"
+
+    def __init__(self, folder: Path, resources: Resources, job_name: str = "ffn-explorer"):
+        self.folder, self.resources, self.job_name = Path(folder), resources, job_name
+
+    def _submitit(self):
+        import submitit  # only when a grid is submitted
+
+        res = self.resources
+        executor = submitit.SlurmExecutor(folder=self.folder, python=sys.executable)
+        repo = Path(__file__).resolve().parent.parent
+        params = dict(job_name=self.job_name, time=time_minutes(res.time), nodes=res.nodes_per_run,
+                      ntasks_per_node=1, cpus_per_task=res.ranks_per_node() * res.cpus_per_rank,
+                      array_parallelism=res.array_parallelism, signal_delay_s=SIGNAL_DELAY_S,
+                      stderr_to_stdout=True,
+                      setup=[f"export PYTHONPATH={repo}${{PYTHONPATH:+:$PYTHONPATH}}",
+                             f"export SUBMITIT_PREEMPT_SIGNAL={PREEMPT_SIGNAL}"],
+                      additional_parameters={"signal": f"{PREEMPT_SIGNAL}@{SIGNAL_DELAY_S}", "requeue": True})
+        if res.partition:
+            params["partition"] = res.partition
+        if res.gpus_per_run:
+            params["gpus_per_node"] = res.gpus_per_node()
+        executor.update_parameters(**params)
+        return executor
+
+    def submit(self, launches: list[Launch]) -> list[str]:
+        if not launches:
+            return []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        executor = self._submitit()
+        try:
+            with executor.batch():
+                jobs = [executor.submit(TrainTask(launch, self.resources)) for launch in launches]
+        except Exception as error:  # submitit raises its own types for sbatch's refusals
+            raise ValueError(f"sbatch refused the grid: {error}") from None
+        return [job.job_id for job in jobs]
+
+    def state(self, ids: list[str]) -> dict[str, str]:
+        return {job_id: state for job_id, (state, _) in slurm_states(ids).items()}
+
+    def cancel(self, job_id: str) -> None:
+        """scancel: SIGTERM to a running run (the trainer records "cancelled"), or drop a pending one."""
+        _slurm("scancel", job_id)
+
+
+# A run the scheduler has forgotten (finished long ago, or no answer) counts as alive while the
+# trainer's status.json heartbeat is fresher than this; over NFS a file lock proves nothing.
+HEARTBEAT_S = 600.0
+
+
+def merge_state(status: dict, scheduler: str, reason: str = "", now: float | None = None) -> str:
+    """What a cluster run is: the scheduler's word merged with the run's status.json.
+
+    The scheduler decides pending / running; the trainer's own record decides how a run ended;
+    a run that ended without one takes the scheduler's ending, or "failed (lost ...)"."""
+    state = status.get("state", "queued")
+    if scheduler == "pending":
+        return "preempted (requeued, pending)" if state == "preempted" else describe("pending", reason)
+    if state in FINAL_STATES:
+        return state  # also while the scheduler still shows the job completing
+    if scheduler == "running":
+        return "running"
+    if scheduler in ("cancelled", "preempted"):
+        return scheduler
+    if scheduler in ("completed", "failed"):
+        return "failed (the job ended without a final status; see train.log)"
+    age = (now or time.time()) - float(status.get("updated") or 0.0)
+    if state == "running" and age < HEARTBEAT_S:
+        return "running"
+    if state == "preempted":
+        return state
+    return f"failed (lost: the scheduler does not know the job and no heartbeat for {age:.0f} s)"
+
+
+def is_final(state: str) -> bool:
+    """Whether a (merged) state is an end: completed, failed ..., cancelled or preempted and not
+    requeued."""
+    return state.split()[0] in (*FINAL_STATES, "preempted") and "requeued" not in state
+
+
+def describe(state: str, reason: str = "") -> str:
+    """A scheduler state for people: "pending (Resources)"."""
+    return f"{state} ({reason})" if reason else state
+
+
+__all__ = ["STATES", "FINAL_STATES", "EXECUTORS", "TIME_FORMATS", "Resources", "Launch", "Partition",
+           "LocalExecutor", "SlurmExecutor", "TrainTask", "time_minutes", "task_command", "slurm_available",
+           "partitions", "check_slurm", "slurm_states",
+           "describe", "merge_state", "is_final", "Executor", "HEARTBEAT_S"]
