@@ -13,6 +13,7 @@ import pandas as pd
 
 from core import variants
 from core.config import PRESETS, preset
+from core.executors import Resources
 from core.hub import pull_at_start
 from core.metrics import LOSSES, VAL_LOSS
 from core.stats import TABLE1_NOTE, Band
@@ -82,6 +83,23 @@ def build_variants(picked: list[str], forms: dict[str, list], values: list) -> l
     return labels
 
 
+def executor_fields(explorer: Explorer) -> list[gr.components.Component]:
+    """Where a grid runs: this machine, or SLURM (offered where sbatch is on PATH) with the
+    resources of each run. Returns [executor, partition, gpus, nodes, time, cpus]."""
+    offered = len(explorer.executors) > 1
+    executor = gr.Radio(list(explorer.executors), value=explorer.default_executor, label="Run on",
+                        visible=offered, info="local: background processes here; slurm: one job array")
+    opened = explorer.default_executor == "slurm"
+    with gr.Accordion("Cluster resources (slurm)", open=opened, visible=offered), gr.Row():
+        partition = gr.Textbox("", label="Partition (empty: the cluster's default)")
+        gpus = gr.Number(Resources.gpus_per_run, label="GPUs per run", precision=0, minimum=0)
+        nodes = gr.Number(Resources.nodes_per_run, label="Nodes per run", precision=0, minimum=1)
+        time_limit = gr.Textbox(Resources.time, label="Time limit per job (HH:MM:SS)",
+                                info="a longer run checkpoints and resumes in a requeued job")
+        cpus = gr.Number(Resources.cpus_per_rank, label="CPUs per rank", precision=0, minimum=1)
+    return [executor, partition, gpus, nodes, time_limit, cpus]
+
+
 def launch_tab(explorer: Explorer) -> dict:
     with gr.Tab("Launch"):
         gr.Markdown("Queue a grid of variants x seeds. Runs train as background processes; "
@@ -103,6 +121,7 @@ def launch_tab(explorer: Explorer) -> dict:
         mirrors = gr.CheckboxGroup(list(BACKENDS), value=[], label="Mirror metrics to",
                                    info="TensorBoard and W&B (offline unless logged in) write inside each "
                                    "run folder; Trackio to its local store")
+        cluster = executor_fields(explorer)
         grid_table = gr.Dataframe(label="Grid to queue", interactive=False)
         estimate = gr.Markdown()
         with gr.Row():
@@ -128,8 +147,11 @@ def launch_tab(explorer: Explorer) -> dict:
 
     @friendly
     def do_launch(*values):
-        *values, trackers = values
-        result = explorer.launch(*unpack(*values), trackers=trackers)
+        *values, trackers, executor, partition, gpus, nodes, time_limit, cpus = values
+        resources = {"partition": partition, "gpus_per_run": gpus, "nodes_per_run": nodes,
+                     "time": time_limit, "cpus_per_rank": cpus}
+        result = explorer.launch(*unpack(*values), trackers=trackers, executor=executor,
+                                 resources=resources)
         return f"{result['message']}: {', '.join(result['queued']) or 'nothing new'}"
 
     def estimate_now(*values):
@@ -143,17 +165,18 @@ def launch_tab(explorer: Explorer) -> dict:
             rows = explorer.status(exp)
         except ValueError:
             return pd.DataFrame(columns=RUN_COLUMNS), gr.update(), seen
-        failed = {r["run"]: r["error"] for r in rows if r["state"] == "failed"}
+        failed = {r["run"]: r["error"] for r in rows if r["state"].startswith("failed")}
         for run, error in failed.items():
             if seen is not None and run not in seen:
                 gr.Warning(f"{exp}/{run} failed: {error}")
-        active = [r["run"] for r in rows if r["state"] in ("queued", "running")]
+        active = [r["run"] for r in rows if r["live"]]
         return runs_table(rows), gr.update(choices=active), sorted(failed)
 
     for component in plan_inputs:
         component.change(preview, plan_inputs, [grid_table, message], api_visibility="private",
                          show_progress="hidden")
-    launched = launch_btn.click(do_launch, [*plan_inputs, mirrors], message, api_visibility="private")
+    launched = launch_btn.click(do_launch, [*plan_inputs, mirrors, *cluster], message,
+                                api_visibility="private")
     launched.then(refresh, [experiment, failures_seen], [runs, cancel_run, failures_seen],
                   api_visibility="private")
     experiment.change(lambda: None, None, failures_seen, api_visibility="private")
@@ -436,9 +459,10 @@ def register_api(explorer: Explorer) -> None:
 
     def launch(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
                lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None,
-               trackers: list[str] | None = None) -> dict:
+               trackers: list[str] | None = None, executor: str = "local",
+               resources: dict | None = None) -> dict:
         return explorer.launch(experiment, preset, variants, seeds, steps or None, lr or None, data,
-                               overrides or [], trackers or [])
+                               overrides or [], trackers or [], executor, resources)
 
     def estimate(experiment: str, preset: str, variants: list[str], seeds: list[int], steps: int = 0,
                  lr: float = 0.0, data: str = "builtin", overrides: list[str] | None = None) -> dict:
@@ -514,7 +538,8 @@ def main() -> None:
     load_ffn_plugins(settings.demo)
     # Space start-up: pull $EXPLORER_HUB_EXPERIMENT (owner/name) if set; a failure only logs a warning.
     pull_at_start(settings.runs_dir)
-    explorer = Explorer(settings.runs_dir, settings.limits, settings.max_concurrent)
+    explorer = Explorer(settings.runs_dir, settings.limits, settings.max_concurrent,
+                        executors=settings.executors, default_executor=settings.executor)
     app = build_app(explorer)
     app.queue(default_concurrency_limit=8).launch(
         server_name=settings.host, server_port=settings.port, auth=settings.auth, show_error=True)

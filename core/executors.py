@@ -383,8 +383,12 @@ class SlurmExecutor:
         return {job_id: state for job_id, (state, _) in slurm_states(ids).items()}
 
     def cancel(self, job_id: str) -> None:
-        """scancel: SIGTERM to a running run (the trainer records "cancelled"), or drop a pending one."""
-        _slurm("scancel", job_id)
+        scancel(job_id)
+
+
+def scancel(job_id: str) -> None:
+    """SIGTERM to a running run (the trainer records "cancelled"), or drop a pending one."""
+    _slurm("scancel", job_id)
 
 
 # A run the scheduler has forgotten (finished long ago, or no answer) counts as alive while the
@@ -422,6 +426,26 @@ def is_final(state: str) -> bool:
     return state.split()[0] in (*FINAL_STATES, "preempted") and "requeued" not in state
 
 
+def submit_runs(executor: Executor, launches: list[Launch]) -> list[str]:
+    """Submit; on a cluster each run first records what was submitted, then its job id (kept by
+    the trainer's later writes), so a restarted app or sweep finds the jobs again and launches
+    nothing twice. If the submission fails the runs say why ("failed")."""
+    if executor.name == "local":
+        return executor.submit(launches)
+    for launch in launches:
+        launch.run.write_status("queued", executor=executor.name, job_id=None, flags=list(launch.flags),
+                                trackers=list(launch.trackers), error=None, pid=None)
+    try:
+        ids = executor.submit(launches)
+    except ValueError as error:
+        for launch in launches:
+            launch.run.write_status("failed", error=f"not submitted: {error}")
+        raise
+    for launch, job_id in zip(launches, ids, strict=True):
+        launch.run.record_job(executor.name, job_id)
+    return ids
+
+
 def describe(state: str, reason: str = "") -> str:
     """A scheduler state for people: "pending (Resources)"."""
     return f"{state} ({reason})" if reason else state
@@ -430,4 +454,4 @@ def describe(state: str, reason: str = "") -> str:
 __all__ = ["STATES", "FINAL_STATES", "EXECUTORS", "TIME_FORMATS", "Resources", "Launch", "Partition",
            "LocalExecutor", "SlurmExecutor", "TrainTask", "time_minutes", "task_command", "slurm_available",
            "partitions", "check_slurm", "slurm_states",
-           "describe", "merge_state", "is_final", "Executor", "HEARTBEAT_S"]
+           "describe", "scancel", "submit_runs", "merge_state", "is_final", "Executor", "HEARTBEAT_S"]

@@ -1,9 +1,15 @@
-"""Job control for the app: a queue of ``core.train`` subprocesses, cancel, and live status.
+"""Job control for the app: a queue of ``core.train`` subprocesses or SLURM jobs, cancel, and
+live status.
 
 The truth lives on disk (status.json and run.lock, through core.runs), so a restarted app finds
 queued, running and finished runs again and launches nothing twice. In memory the manager only
 keeps what it launched itself, runs other processes are training (they hold a slot while their
 lock is held), the queue, and a metrics cursor per run for cheap polling.
+
+Runs given to SLURM (``executor="slurm"``) queue on the cluster instead: their status.json names
+the job, the manager asks squeue once per pass and merges its word with the run's own record
+(core.executors.merge_state); their liveness is the scheduler's plus the trainer's heartbeat,
+never a lock or a pid (neither means anything across machines).
 """
 
 import contextlib
@@ -18,9 +24,22 @@ from pathlib import Path
 from typing import IO
 
 from core.config import RunConfig
+from core.executors import (
+    EXECUTORS,
+    FINAL_STATES,
+    Launch,
+    Resources,
+    SlurmExecutor,
+    check_slurm,
+    is_final,
+    merge_state,
+    scancel,
+    slurm_states,
+    submit_runs,
+)
 from core.launch import Cell, grid, run_record, train_command, train_env
 from core.metrics import TRAIN_LOSS, VAL_LOSS
-from core.runs import Run, list_experiments, list_runs, runs_root, validate_name
+from core.runs import Run, list_experiments, list_runs, runs_root, slurm_folder, validate_name
 from core.trackers import parse_backends
 
 ORPHANED = "orphaned: the training process ended without a final status"
@@ -144,6 +163,8 @@ class JobManager:
         self._queue: list[Run] = []
         self._children: dict[Path, _Child] = {}
         self._external: dict[Path, Run] = {}  # runs other processes train; each holds a slot
+        self._remote: dict[Path, Run] = {}  # runs queued or running on SLURM, not yet ended
+        self._scheduler: dict[str, tuple[str, str]] = {}  # job id: (state, reason) at the last poll
         self._cursors: dict[Path, _Cursor] = {}
         self._last_queued = 0.0
         self._stop = threading.Event()
@@ -162,7 +183,10 @@ class JobManager:
             for experiment in list_experiments(self.root):
                 for run in list_runs(self.root, experiment):
                     status = run.read_status()
-                    if status.get("state") == "queued" and isinstance(status.get("flags"), list):
+                    if status.get("executor") == "slurm":
+                        if status.get("state") in ("queued", "running", "preempted"):
+                            self._remote[run.path] = run  # the cluster runs it: follow, never relaunch
+                    elif status.get("state") == "queued" and isinstance(status.get("flags"), list):
                         queued.append((status.get("queued_at") or 0.0, run.name, run))
                     elif status.get("state") == "running":
                         self._adopt_running(run)
@@ -178,35 +202,61 @@ class JobManager:
     # submit ----------------------------------------------------------------------------------
     def submit(self, experiment: str, preset: str, variants: list[str], seeds: list[int],
                steps: int | None = None, overrides: list[str] | None = None,
-               data: str | None = None, trackers: list[str] | None = None) -> list[str]:
+               data: str | None = None, trackers: list[str] | None = None, executor: str = "local",
+               resources: Resources | None = None) -> list[str]:
         """Queue the variants x seeds grid; return the names of the runs newly queued.
 
         Everything is validated before anything is written (ValueError): names, preset, variants,
         seeds, overrides, trackers, and that no run folder holds a different config. Completed,
         queued and running runs are skipped; failed or cancelled ones are queued again (and resume
         from their checkpoint when they have one). Each run mirrors its metrics to `trackers`
-        (names of core.trackers.BACKENDS), which are not part of its config.
+        (names of core.trackers.BACKENDS), which are not part of its config. With
+        ``executor="slurm"`` the runs become one job array asking for `resources` (checked against
+        the cluster first).
         """
         validate_name(experiment, "experiment name")
         _check_seeds(list(seeds))
         mirrors = list(parse_backends(trackers))
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         cells = _unique_cells(grid(preset, list(variants), list(seeds), list(overrides or []),
                                    steps, data))
+        if executor == "slurm":
+            resources = check_slurm(resources or Resources())
         with self._lock:
             if self._closed:
                 raise RuntimeError("this job manager has been shut down")
             runs = [Run.at(self.root, experiment, cell.name) for cell in cells]
             for cell, run in zip(cells, runs, strict=True):
                 _check_config(cell, run)
+            if executor == "slurm":
+                return self._submit_remote(experiment, cells, runs, mirrors, resources)
             return [run.name for cell, run in zip(cells, runs, strict=True)
                     if self._enqueue(cell, run, mirrors)]
 
-    def _enqueue(self, cell: Cell, run: Run, trackers: list[str]) -> bool:
-        if run.path in self._children or run.path in self._external or self._in_queue(run):
+    def _submit_remote(self, experiment: str, cells: list[Cell], runs: list[Run], trackers: list[str],
+                       resources: Resources) -> list[str]:
+        todo = [(cell, run) for cell, run in zip(cells, runs, strict=True) if self._startable(run)]
+        device = "cuda" if resources.gpus_per_run else "cpu"
+        for cell, run in todo:
+            if run.read_config() is None:
+                run.write_config(run_record(cell.config, device, resources.ranks()))
+        launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run in todo]
+        submit_runs(SlurmExecutor(slurm_folder(self.root, experiment), resources, experiment), launches)
+        for _, run in todo:
+            self._remote[run.path] = run
+        return [run.name for _, run in todo]
+
+    def _startable(self, run: Run) -> bool:
+        """Not completed, queued or training anywhere we know of."""
+        known = (self._children, self._external, self._remote)
+        if any(run.path in each for each in known) or self._in_queue(run):
             return False
-        state = run.read_status().get("state")
         # A queued run not in our queue belongs to another manager; a held lock is a live trainer.
-        if state in ("completed", "queued") or run.is_alive():
+        return run.read_status().get("state") not in ("completed", "queued") and not run.is_alive()
+
+    def _enqueue(self, cell: Cell, run: Run, trackers: list[str]) -> bool:
+        if not self._startable(run):
             return False
         if run.read_config() is None:
             run.write_config(run_record(cell.config, self._device_name(cell.config)))
@@ -237,6 +287,33 @@ class JobManager:
                     del self._external[path]
             while self._queue and len(self._children) + len(self._external) < self.max_concurrent:
                 self._launch(self._queue.pop(0))
+        self._poll_remote()  # outside the lock: squeue may take a while
+
+    def _poll_remote(self) -> None:
+        """Ask squeue about our cluster runs; settle those that ended without a final status."""
+        with self._lock:
+            runs = list(self._remote.values())
+        if not runs:
+            return
+        ids = [job for job in (run.read_status().get("job_id") for run in runs) if isinstance(job, str)]
+        try:
+            states = slurm_states(ids)
+        except ValueError as error:  # the controller is down or slow: keep the last answer
+            log.warning("cannot poll SLURM: %s", error)
+            return
+        with self._lock:
+            self._scheduler.update(states)
+            for run in runs:
+                status = run.read_status()
+                merged = merge_state(status, *states.get(status.get("job_id"), ("unknown", "")))
+                if is_final(merged):
+                    self._settle_remote(run, status, merged)
+
+    def _settle_remote(self, run: Run, status: dict, merged: str) -> None:
+        self._remote.pop(run.path, None)
+        ended = merged.split()[0]
+        if status.get("state") != ended:  # the job ended before the trainer could say how
+            run.write_status(ended, error=merged)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -341,9 +418,24 @@ class JobManager:
                 return "cancelled"
             if not target.exists():
                 raise ValueError(f"no run {experiment}/{run}")
+            status = target.read_status()
+            if status.get("executor") == "slurm" and status.get("job_id"):
+                return self._cancel_remote(target, status)
             if self._in_queue(target):
                 self._queue = [queued for queued in self._queue if queued.path != target.path]
             return self._cancel_on_disk(target)
+
+    def _cancel_remote(self, run: Run, status: dict) -> str:
+        """scancel the run's job; a run that never started is cancelled here, a running one by
+        its trainer (SIGTERM)."""
+        state = status.get("state")
+        if state in FINAL_STATES:
+            raise ValueError(f"run {run.experiment}/{run.name} is {state}: only queued or running runs "
+                             "can be cancelled")
+        scancel(status["job_id"])
+        if state in ("queued", "preempted"):
+            run.write_status("cancelled", error="cancelled before it started")
+        return "cancelled"
 
     def _cancel_on_disk(self, run: Run) -> str:
         status = run.read_status()
@@ -361,8 +453,10 @@ class JobManager:
     def status(self, experiment: str | None = None) -> list[dict]:
         """One row per run (of `experiment`, or of every experiment) for the UI.
 
-        Keys: experiment, run, variant, seed, state (effective), step, steps, progress (0..1),
-        eta_s (seconds left, while running), train_loss and val_loss (the last logged), error.
+        Keys: experiment, run, variant, seed, state (effective; a cluster run's merged with the
+        scheduler's, e.g. "pending (Resources)"), live (queued, pending or running), job (the
+        SLURM job id, if any), step, steps, progress (0..1), eta_s (seconds left, while running),
+        train_loss and val_loss (the last logged), error.
         Metrics are read incrementally.
         """
         experiments = [validate_name(experiment, "experiment name")] if experiment else \
@@ -371,7 +465,10 @@ class JobManager:
 
     def _row(self, run: Run) -> dict:
         config, status = run.read_config() or {}, run.read_status()
-        state = run.effective_state()
+        if status.get("executor") == "slurm":
+            state = self._remote_state(run, status)
+        else:
+            state = run.effective_state()
         cursor = self._read_metrics(run, status)
         steps = (config.get("train") or {}).get("steps")
         step = status.get("step") or cursor.step or 0
@@ -379,7 +476,16 @@ class JobManager:
         return {"experiment": run.experiment, "run": run.name, "variant": config.get("variant"),
                 "seed": config.get("seed"), "state": state, "step": step, "steps": steps,
                 "progress": progress, "eta_s": eta_seconds(status, state, step, steps),
+                "live": not is_final(state), "job": status.get("job_id"),
                 "train_loss": cursor.train_loss, "val_loss": cursor.val_loss, "error": status.get("error")}
+
+    def _remote_state(self, run: Run, status: dict) -> str:
+        """A cluster run's state: its status merged with squeue's last answer (as recorded before
+        the first poll)."""
+        state = status.get("state", "queued")
+        with self._lock:
+            answer = self._scheduler.get(status.get("job_id")) if run.path in self._remote else None
+        return state if answer is None else merge_state(status, *answer)
 
     def _read_metrics(self, run: Run, status: dict) -> _Cursor:
         """Fold the metric lines logged since the last call into the run's cached cursor."""

@@ -23,6 +23,7 @@ from core.executors import (
     check_slurm,
     is_final,
     merge_state,
+    submit_runs,
 )
 from core.launch import Cell, grid
 from core.runs import Run, experiment_records, runs_root, slurm_folder, validate_name
@@ -44,31 +45,12 @@ def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run
     return todo
 
 
-def _submit(executor: Executor, launches: list[Launch], trackers: tuple[str, ...]) -> list[str]:
-    """Submit; a cluster's runs first record what was submitted and then their job ids, so a
-    restarted app or sweep finds the jobs again."""
-    if executor.name == "local":
-        return executor.submit(launches)
-    for launch in launches:
-        launch.run.write_status("queued", executor=executor.name, job_id=None, flags=list(launch.flags),
-                                trackers=list(trackers), error=None, pid=None)
-    try:
-        ids = executor.submit(launches)
-    except ValueError as error:
-        for launch in launches:
-            launch.run.write_status("failed", error=f"not submitted: {error}")
-        raise
-    for launch, job_id in zip(launches, ids, strict=True):
-        launch.run.record_job(executor.name, job_id)
-    return ids
-
-
 def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bool = True,
             trackers: tuple[str, ...] = (), poll_s: float = 0.2) -> dict[str, int]:
     """Start the planned cells on `executor`, each mirroring its metrics to `trackers`, and wait
     for all; return each run's exit code (local) or 0 / 1 for completed / not (a cluster)."""
     launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run, _ in todo]
-    ids = _submit(executor, launches, trackers)
+    ids = submit_runs(executor, launches)
     remote = executor.name != "local"
     left = dict(zip(ids, launches, strict=True))
     bar = tqdm(total=len(ids), unit="run", disable=not progress, desc=f"sweep ({executor.name})")

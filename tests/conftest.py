@@ -63,3 +63,16 @@ def micro_experiment(tmp_path_factory):
                      "dual", "--seeds", "0", "1", "--runs-dir", str(root), "--no-progress", *FAST)
     assert result.returncode == 0, result.stdout + result.stderr
     return root, "micro", result.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM cluster for the module's tests (skipped without root or the
+    packages); its daemons are stopped by pid afterwards."""
+    from tests.slurm_cluster import SlurmCluster, available
+
+    why = available()
+    if why:
+        pytest.skip(why)
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

@@ -101,3 +101,55 @@ def test_a_plugin_ffn_from_one_file_goes_through_the_whole_app(tmp_path):
         small = views[0]["token_stats"]["small_frac"]
         assert len(small) == 2 and len(small[0]) == len(views[0]["ids"])
         assert views[0]["stat_info"]["small_frac"]["meaning"].startswith("fraction")
+
+
+def _rows(client: Client, experiment: str) -> dict[str, dict]:
+    return {row["run"]: row for row in client.predict(experiment, api_name="/status")}
+
+
+def _poll(client: Client, experiment: str, done, timeout_s: float, what: str) -> dict[str, dict]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        rows = _rows(client, experiment)
+        if done(rows):
+            return rows
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}: {rows}")
+
+
+@pytest.mark.slow
+def test_slurm_launch_states_cancel_and_reattach(slurm_cluster, tmp_path):
+    """One run at a time fits the cluster (2 CPUs per run): the others wait as pending; a running
+    run is cancelled through scancel; an app restarted mid-grid follows the same jobs."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    env = {"EXPLORER_EXECUTOR": "slurm", **slurm_cluster.env}
+    args = ("cl", "micro", ["swiglu", "dual"], [0, 1], 30, 0.0, "builtin", FAST, [])
+    with running_app(runs, env) as url:
+        client = Client(url, verbose=False)
+        result = client.predict(*args, "slurm", {"cpus_per_rank": 2}, api_name="/launch")
+        assert len(result["queued"]) == 4 and "on SLURM" in result["message"]
+        rows = _poll(client, "cl", lambda r: any(x["state"] == "running" and x["step"] for x in r.values()),
+                     60, "a run training")
+        assert any(x["state"].startswith("pending") for x in rows.values()), rows  # waits for CPUs
+        assert all(x["job"] and x["live"] for x in rows.values())
+        first = next(name for name, x in rows.items() if x["state"] == "running" and x["step"])
+        cancelled_at = time.time()
+        assert client.predict("cl", first, api_name="/cancel") == "cancelled"
+        _poll(client, "cl", lambda r: r[first]["state"] == "cancelled", 15, "the cancel")
+        assert time.time() - cancelled_at < 15
+        _poll(client, "cl", lambda r: sum(x["state"] == "completed" for x in r.values()) >= 1, 300, "one run")
+    jobs = {name: x["job"] for name, x in rows.items()}
+    with running_app(runs, env) as url:  # restarted mid-grid
+        client = Client(url, verbose=False)
+        rows = _poll(client, "cl", lambda r: all(not x["live"] for x in r.values()), 400, "the grid")
+        assert {name: x["job"] for name, x in rows.items()} == jobs  # the same jobs, none new
+        assert [x["state"] for name, x in sorted(rows.items()) if name != first] == ["completed"] * 3
+        again = client.predict(*args, "slurm", {"cpus_per_rank": 2}, api_name="/launch")
+        assert again["queued"] == [first]  # only the cancelled run is submitted again
+        rows = _poll(client, "cl", lambda r: r[first]["state"] == "completed", 300, "the resubmitted run")
+        assert rows[first]["job"] != jobs[first]
+    for name in jobs:
+        log = (runs / "cl" / name / "train.log").read_text()
+        launches = 2 if name == first else 1
+        assert log.count("slurm job") == launches, name  # nothing launched twice

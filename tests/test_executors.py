@@ -16,7 +16,6 @@ from core import executors
 from core.executors import Launch, Resources, merge_state, task_command, time_minutes
 from core.runs import Run
 from tests.conftest import REPO, run_cli
-from tests.slurm_cluster import SlurmCluster, available
 
 
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("0:0:59", 1),
@@ -105,15 +104,6 @@ def test_slurm_executor_without_sbatch_says_so_and_writes_nothing(tmp_path):
 
 
 # -- a real cluster --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    why = available()
-    if why:
-        pytest.skip(why)
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as running:
-        yield running
-
-
 def _queue() -> str:
     return subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], capture_output=True, text=True).stdout
 
@@ -142,7 +132,7 @@ def _same_metrics(a: Run, b: Run, tol: float) -> None:
 GRID = ["--preset", "micro", "--ffn", "swiglu", "dual", "--seeds", "0", "1", "--steps", "20", "--no-progress"]
 
 
-def test_a_slurm_grid_equals_the_local_grid(cluster, tmp_path):
+def test_a_slurm_grid_equals_the_local_grid(slurm_cluster, tmp_path):
     local = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "local"), *GRID,
                     "--parallel", str(os.cpu_count()))  # one thread per run, as on the cluster
     assert local.returncode == 0, local.stderr[-2000:]
@@ -166,7 +156,7 @@ def test_a_slurm_grid_equals_the_local_grid(cluster, tmp_path):
     (["--ranks-per-run", "64", "--cpus-per-rank", "4"], "256 CPUs per node asked"),
     (["--time", "1h"], "not a SLURM time"),
 ])
-def test_bad_cluster_resources_are_refused_before_submitting(cluster, tmp_path, flags, message):
+def test_bad_cluster_resources_are_refused_before_submitting(slurm_cluster, tmp_path, flags, message):
     before = _job_ids()
     result = run_cli("core.sweep", "--experiment", "x", "--runs-dir", str(tmp_path), *GRID,
                      "--executor", "slurm", *flags)
@@ -185,7 +175,7 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}; queue: {_queue()}")
 
 
-def test_a_preempted_run_is_requeued_and_ends_as_an_uninterrupted_one(cluster, tmp_path):
+def test_a_preempted_run_is_requeued_and_ends_as_an_uninterrupted_one(slurm_cluster, tmp_path):
     flags = ["--preset", "micro", "--ffn", "dual", "--seeds", "0", "--steps", "40", "--no-progress",
              "--set", "checkpoint_every=1000", "--set", "log_every=5", "--set", "eval_every=20"]
     whole = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "whole"), *flags,
@@ -209,7 +199,7 @@ def test_a_preempted_run_is_requeued_and_ends_as_an_uninterrupted_one(cluster, t
     _same_metrics(Run(tmp_path / "whole" / "g" / "dual-s0"), run, 1e-6)
 
 
-def test_a_two_rank_run_under_slurm_equals_torchrun(cluster, tmp_path):
+def test_a_two_rank_run_under_slurm_equals_torchrun(slurm_cluster, tmp_path):
     shape = ["--preset", "micro", "--ffn", "dual", "--steps", "6", "--no-progress", "--set", "log_every=1",
              "--set", "eval_every=3", "--set", "checkpoint_every=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -17,6 +17,7 @@ import pandas as pd
 from core import variants
 from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
 from core.estimate import StepTimes, run_seconds
+from core.executors import Resources
 from core.inspection import inspect_text
 from core.jobs import JobManager
 from core.metrics import LOSSES, VAL_LOSS
@@ -109,6 +110,37 @@ def _whole_steps(value) -> int | None:
     return steps
 
 
+def _whole(value, what: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    return int(number)
+
+
+_RESOURCE_NUMBERS = ("gpus_per_run", "nodes_per_run", "ranks_per_run", "cpus_per_rank")
+
+
+def cluster_resources(fields: dict | None) -> Resources:
+    """Resources from the Launch tab's or the API's fields (missing ones: the defaults), checked
+    for consistency; ValueError names the bad field."""
+    fields = dict(fields or {})
+    unknown = sorted(set(fields) - {*_RESOURCE_NUMBERS, "partition", "time"})
+    if unknown:
+        raise ValueError(f"unknown cluster resource {unknown[0]!r}")
+    values = {}
+    for name in _RESOURCE_NUMBERS:
+        value = fields.get(name)
+        if value is None or value == "":
+            continue
+        values[name] = _whole(value, name.replace("_", " "))
+    partition = str(fields.get("partition") or "").strip() or None
+    time_limit = str(fields.get("time") or "").strip() or Resources.time
+    return Resources(partition=partition, time=time_limit, **values).check()
+
+
 def _lr_override(value) -> list[str]:
     """The `train.lr=...` override of a UI/API field (None, "" or 0: the preset's)."""
     if value in (None, "", 0):
@@ -166,9 +198,12 @@ class Explorer:
     """State shared by every browser session: the runs root, the job queue and metric watchers."""
 
     def __init__(self, root: str | Path | None = None, limits: Limits | None = None,
-                 max_concurrent: int | None = None, start_jobs: bool = True):
+                 max_concurrent: int | None = None, start_jobs: bool = True,
+                 executors: tuple[str, ...] = ("local",), default_executor: str = "local"):
         self.root = runs_root(root)
         self.limits = limits or Limits()
+        self.executors = executors  # where launch() may run a grid
+        self.default_executor = default_executor  # the Launch tab's first choice
         self.jobs = JobManager(self.root, max_concurrent=max_concurrent, start=start_jobs)
         self._watchers: dict[str, ExperimentWatcher] = {}
         self._lock = threading.Lock()
@@ -275,9 +310,16 @@ class Explorer:
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
                lr: float | None = None, data: str | None = None, overrides=None,
-               trackers: list[str] | None = None) -> dict:
+               trackers: list[str] | None = None, executor: str = "local",
+               resources: dict | None = None) -> dict:
         """Queue the grid, each run mirroring its metrics to `trackers` (trackio, tensorboard,
-        wandb); returns the queued run names and a message."""
+        wandb), on `executor` (local, or slurm with `resources`: partition, gpus_per_run,
+        nodes_per_run, ranks_per_run, cpus_per_rank, time); returns the queued run names and a
+        message."""
+        if executor not in self.executors:
+            offered = " or ".join(self.executors)
+            raise ValueError(f"executor {executor!r} is not offered here; choose {offered}")
+        cluster = cluster_resources(resources) if executor == "slurm" else None
         if trackers and self.limits.locked:  # a Space's credentials must not take visitors' runs
             raise ValueError("mirroring metrics to trackers is off in this demo; run the explorer "
                              "locally to use --log-to")
@@ -289,9 +331,11 @@ class Explorer:
                 raise ValueError(f"the queue holds at most {self.limits.max_queue} runs here "
                                  f"({waiting} waiting); wait or cancel some")
         queued = self.jobs.submit(experiment, preset_name, variants, seed_list, steps, extra, data or None,
-                                  trackers)
+                                  trackers, executor, cluster)
         skipped = len(cells) - len(queued)
         message = f"queued {len(queued)} run(s) in {experiment}"
+        if executor == "slurm":
+            message += " on SLURM"
         if skipped:
             message += f"; {skipped} already completed or in the queue"
         return {"queued": queued, "message": message}

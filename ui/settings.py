@@ -3,6 +3,7 @@
 import os
 from dataclasses import dataclass
 
+from core.executors import EXECUTORS, slurm_available
 from ui.service import Limits
 
 # Demo mode (a public Space): small presets, bounded runs and queue, one run at a time.
@@ -19,6 +20,8 @@ class Settings:
     max_concurrent: int | None  # runs training at once (None: 1 on CPU, one per GPU)
     auth: tuple[str, str] | None  # EXPLORER_AUTH=user:password enables basic auth
     demo: bool  # EXPLORER_DEMO=1
+    executors: tuple[str, ...]  # where the Launch tab may run grids: local, and slurm where sbatch is
+    executor: str  # the one it starts with: EXPLORER_EXECUTOR, else local
 
 
 def _auth(value: str | None) -> tuple[str, str] | None:
@@ -39,7 +42,13 @@ def app_settings(env: dict | None = None) -> Settings:
         concurrent = int(env["EXPLORER_MAX_CONCURRENT"]) if env.get("EXPLORER_MAX_CONCURRENT") else None
     except ValueError as error:
         raise SystemExit(f"bad number in the environment: {error}") from None
+    executor = env.get("EXPLORER_EXECUTOR") or "local"
+    if executor not in EXECUTORS:
+        raise SystemExit(f"EXPLORER_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    executors = ("local",)
+    if not demo and (executor == "slurm" or slurm_available()):  # a Space never submits to a cluster
+        executors = EXECUTORS
     return Settings(host=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), port=port,
                     runs_dir=env.get("RUNS_DIR") or None, limits=DEMO_LIMITS if demo else Limits(),
                     max_concurrent=1 if demo else concurrent, auth=_auth(env.get("EXPLORER_AUTH")),
-                    demo=demo)
+                    demo=demo, executors=executors, executor=executor if executor in executors else "local")

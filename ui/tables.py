@@ -11,7 +11,7 @@ import pandas as pd
 
 from core.stats import table1_cells
 
-RUN_COLUMNS = ["run", "variant", "seed", "state", "step", "steps", "progress", "eta", "train_loss",
+RUN_COLUMNS = ["run", "variant", "seed", "state", "job", "step", "steps", "progress", "eta", "train_loss",
                "val_loss", "error"]
 
 
