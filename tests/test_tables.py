@@ -14,9 +14,10 @@ def test_durations(seconds, text):
 def test_runs_table_rounds_losses_and_shows_eta():
     rows = [{"run": "dual-s0", "variant": "dual", "seed": 0, "state": "running", "step": 10, "steps": 40,
              "progress": 0.25, "eta_s": 95.2, "train_loss": 6.3265370843801065, "val_loss": None,
-             "error": None}]
+             "error": None, "job": "12_3"}]
     frame = runs_table(rows)
-    assert list(frame.columns)[7] == "eta" and frame["eta"][0] == "1 min 35 s"
+    assert list(frame.columns)[8] == "eta" and frame["eta"][0] == "1 min 35 s"
+    assert frame["job"][0] == "12_3"  # a cluster run's SLURM job
     assert frame["train_loss"][0] == 6.3265 and frame["progress"][0] == "25%"
 
 
