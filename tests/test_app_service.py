@@ -250,3 +250,45 @@ def test_locked_demo_refuses_tracker_mirrors(tmp_path):
     finally:
         ex.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_executor_settings_offer_slurm_where_sbatch_is_and_never_in_a_demo(monkeypatch):
+    from ui import settings
+
+    monkeypatch.setattr(settings, "slurm_available", lambda: False)
+    assert (settings.app_settings({}).executors, settings.app_settings({}).executor) == (("local",), "local")
+    chosen = settings.app_settings({"EXPLORER_EXECUTOR": "slurm"})
+    assert (chosen.executors, chosen.executor) == (("local", "slurm"), "slurm")
+    monkeypatch.setattr(settings, "slurm_available", lambda: True)
+    assert settings.app_settings({}).executors == ("local", "slurm")
+    assert settings.app_settings({}).executor == "local"  # offered, not chosen
+    demo = settings.app_settings({"EXPLORER_DEMO": "1", "EXPLORER_EXECUTOR": "slurm"})
+    assert (demo.executors, demo.executor) == (("local",), "local")
+    with pytest.raises(SystemExit, match="EXPLORER_EXECUTOR must be one of local, slurm"):
+        settings.app_settings({"EXPLORER_EXECUTOR": "ray"})
+
+
+def test_cluster_resources_from_fields():
+    from core.executors import Resources
+    from ui.service import cluster_resources
+
+    assert cluster_resources(None) == Resources()
+    got = cluster_resources({"partition": " gpu ", "gpus_per_run": 4.0, "nodes_per_run": "2", "time": "",
+                             "cpus_per_rank": None})
+    assert got == Resources(partition="gpu", gpus_per_run=4, nodes_per_run=2)
+    for fields, message in [({"gpus_per_run": 1.5}, "gpus per run must be a whole number"),
+                            ({"nodes_per_run": "two"}, "nodes per run must be a whole number"),
+                            ({"cpus_per_rank": True}, "cpus per rank must be a whole number"),
+                            ({"memory": "8G"}, "unknown cluster resource 'memory'"),
+                            ({"time": "1h"}, "not a SLURM time"),
+                            ({"gpus_per_run": 3, "nodes_per_run": 2}, "spread evenly")]:
+        with pytest.raises(ValueError, match=message):
+            cluster_resources(fields)
+
+
+def test_launch_refuses_an_executor_not_offered_and_writes_nothing(tmp_path):
+    ex = Explorer(tmp_path, start_jobs=False)
+    with pytest.raises(ValueError, match="executor 'slurm' is not offered here; choose local"):
+        ex.launch("e", "micro", ["swiglu"], "0", executor="slurm")
+    assert list(tmp_path.iterdir()) == []
+    ex.close()
