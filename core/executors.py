@@ -36,6 +36,7 @@ EXECUTORS = ("local", "slurm")
 PREEMPT_SIGNAL = "USR1"  # what the trainer checkpoints on (core.train)
 SIGNAL_DELAY_S = 90  # SLURM's warning ahead of the time limit
 RDZV_PORT = 29400  # torchrun's c10d rendezvous port on a multi-node run's first node
+SLURM_POLL_S = 5.0  # seconds between squeue calls (a busy controller must not be asked 5 times a second)
 
 # SLURM's job states, in our words (squeue --states=all).
 _SLURM_STATES = {
@@ -140,6 +141,7 @@ class Executor(Protocol):
     """Starts launches somewhere and reports on them by job id."""
 
     name: str
+    poll_s: float  # seconds between state() calls while waiting
 
     def submit(self, launches: list[Launch]) -> list[str]: ...
 
@@ -154,6 +156,7 @@ class LocalExecutor:
     Job ids are "local-N"; state() also starts queued launches as slots free up."""
 
     name = "local"
+    poll_s = 0.2  # seconds between state() calls while waiting
 
     def __init__(self, parallel: int = 1):
         if parallel < 1:
@@ -343,6 +346,7 @@ class SlurmExecutor:
     """A grid as one SLURM job array through submitit; logs and pickles in `folder`."""
 
     name = "slurm"
+    poll_s = SLURM_POLL_S
 
     def __init__(self, folder: Path, resources: Resources, job_name: str = "ffn-explorer"):
         self.folder, self.resources, self.job_name = Path(folder), resources, job_name
@@ -402,10 +406,10 @@ def merge_state(status: dict, scheduler: str, reason: str = "", now: float | Non
     The scheduler decides pending / running; the trainer's own record decides how a run ended;
     a run that ended without one takes the scheduler's ending, or "failed (lost ...)"."""
     state = status.get("state", "queued")
-    if scheduler == "pending":
-        return "preempted (requeued, pending)" if state == "preempted" else describe("pending", reason)
     if state in FINAL_STATES:
         return state  # also while the scheduler still shows the job completing
+    if scheduler == "pending":
+        return "preempted (requeued, pending)" if state == "preempted" else describe("pending", reason)
     if scheduler == "running":
         return "running"
     if scheduler in ("cancelled", "preempted"):
@@ -454,4 +458,5 @@ def describe(state: str, reason: str = "") -> str:
 __all__ = ["STATES", "FINAL_STATES", "EXECUTORS", "TIME_FORMATS", "Resources", "Launch", "Partition",
            "LocalExecutor", "SlurmExecutor", "TrainTask", "time_minutes", "task_command", "slurm_available",
            "partitions", "check_slurm", "slurm_states",
-           "describe", "scancel", "submit_runs", "merge_state", "is_final", "Executor", "HEARTBEAT_S"]
+           "describe", "scancel", "submit_runs", "merge_state", "is_final", "Executor", "HEARTBEAT_S",
+           "SLURM_POLL_S"]

@@ -27,6 +27,7 @@ from core.config import RunConfig
 from core.executors import (
     EXECUTORS,
     FINAL_STATES,
+    SLURM_POLL_S,
     Launch,
     Resources,
     SlurmExecutor,
@@ -165,6 +166,7 @@ class JobManager:
         self._external: dict[Path, Run] = {}  # runs other processes train; each holds a slot
         self._remote: dict[Path, Run] = {}  # runs queued or running on SLURM, not yet ended
         self._scheduler: dict[str, tuple[str, str]] = {}  # job id: (state, reason) at the last poll
+        self._polled_at = 0.0  # when squeue was last asked
         self._cursors: dict[Path, _Cursor] = {}
         self._last_queued = 0.0
         self._stop = threading.Event()
@@ -293,8 +295,9 @@ class JobManager:
         """Ask squeue about our cluster runs; settle those that ended without a final status."""
         with self._lock:
             runs = list(self._remote.values())
-        if not runs:
+        if not runs or time.time() - self._polled_at < SLURM_POLL_S:
             return
+        self._polled_at = time.time()
         ids = [job for job in (run.read_status().get("job_id") for run in runs) if isinstance(job, str)]
         try:
             states = slurm_states(ids)

@@ -46,7 +46,7 @@ def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run
 
 
 def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bool = True,
-            trackers: tuple[str, ...] = (), poll_s: float = 0.2) -> dict[str, int]:
+            trackers: tuple[str, ...] = ()) -> dict[str, int]:
     """Start the planned cells on `executor`, each mirroring its metrics to `trackers`, and wait
     for all; return each run's exit code (local) or 0 / 1 for completed / not (a cluster)."""
     launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run, _ in todo]
@@ -55,7 +55,7 @@ def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bo
     left = dict(zip(ids, launches, strict=True))
     bar = tqdm(total=len(ids), unit="run", disable=not progress, desc=f"sweep ({executor.name})")
     while left:
-        time.sleep(poll_s)
+        time.sleep(executor.poll_s)
         states = executor.state(list(left))
         for job_id, state in states.items():
             run = left[job_id].run
