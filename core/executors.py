@@ -206,6 +206,11 @@ class LocalExecutor:
 
 
 # -- SLURM ----------------------------------------------------------------------------------------
+def _ignore_preempt_signal() -> None:
+    """In the child before exec: ignore SIGUSR1 until the trainer installs its own handler."""
+    signal.signal(getattr(signal, f"SIG{PREEMPT_SIGNAL}"), signal.SIG_IGN)
+
+
 class TrainTask:
     """What a SLURM array task runs (pickled by submitit): one node's share of one run.
 
@@ -236,9 +241,14 @@ class TrainTask:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} slurm job {env.job_id} on "
                       f"{env.hostname}: {' '.join(command)}\n".encode())
             log.flush()
+        # SLURM signals every process of the step. The trainer handles SIGUSR1 itself; torchrun's
+        # agent would die of it (the default action) and leave its ranks to be killed mid-save.
         self._proc = subprocess.Popen(command, env=train_env(self.resources.cpus_per_rank),
-                                      stdout=log, stderr=subprocess.STDOUT if log else None)
+                                      stdout=log, stderr=subprocess.STDOUT if log else None,
+                                      preexec_fn=_ignore_preempt_signal)
         code = self._wait()
+        if log is not None:
+            log.close()
         if code != 0:
             raise RuntimeError(f"core.train exited with code {code}; see {run.file('train.log')}")
         return code

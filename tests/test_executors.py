@@ -176,15 +176,18 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}; queue: {_queue()}")
 
 
-def test_a_preempted_run_is_requeued_and_ends_as_an_uninterrupted_one(slurm_cluster, tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_preempted_run_is_requeued_and_ends_as_an_uninterrupted_one(slurm_cluster, tmp_path, ranks):
+    """SIGUSR1 reaches every process of the job (submitit's, torchrun's agent, each rank): the
+    ranks checkpoint, the job is requeued and resumes; the metrics are an uninterrupted run's."""
     flags = ["--preset", "micro", "--ffn", "dual", "--seeds", "0", "--steps", "40", "--no-progress",
-             "--set", "checkpoint_every=1000", "--set", "log_every=5", "--set", "eval_every=20"]
-    whole = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "whole"), *flags,
-                    "--parallel", str(os.cpu_count()))
+             "--set", "checkpoint_every=1000", "--set", "log_every=5", "--set", "eval_every=20",
+             "--executor", "slurm", "--cpus-per-rank", "1", "--ranks-per-run", str(ranks)]
+    whole = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "whole"), *flags)
     assert whole.returncode == 0, whole.stderr[-2000:]
     sweep = subprocess.Popen([sys.executable, "-m", "core.sweep", "--experiment", "g", "--runs-dir",
-                              str(tmp_path / "cut"), *flags, "--executor", "slurm", "--cpus-per-rank", "1"],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              str(tmp_path / "cut"), *flags], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     run = Run(tmp_path / "cut" / "g" / "dual-s0")
     status = _wait(lambda: (s := run.read_status()).get("state") == "running" and (s.get("step") or 0) >= 8
                    and s, 120, "the run to train 8 steps")
