@@ -6,6 +6,7 @@ slurm-client and munge packages (`.ci/run` installs them); `available()` says wh
         subprocess.run(["sbatch", ...])
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -102,7 +103,11 @@ class SlurmCluster:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """Kill the daemons we started (their pids only), newest first, and wait for them."""
+        """Let the jobs end (cancelling what is left), then kill the daemons we started (their
+        pids, newest first) and what their jobs left behind (slurmstepd, job scripts, srun: the
+        processes that carry our SLURM_CONF)."""
+        if self.procs:
+            self._drain()
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -113,7 +118,36 @@ class SlurmCluster:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        for pid in self._leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if self._old_conf is None:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = self._old_conf
+
+    def _drain(self, timeout: float = 30.0) -> None:
+        """Wait for running and completing jobs to end (a step cut off from slurmd hangs forever)."""
+        subprocess.run(["scancel", "--user", "root", "--state", "PENDING"], capture_output=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = subprocess.run(["squeue", "-h", "-o", "%T"], capture_output=True, text=True)
+            if out.returncode != 0 or not out.stdout.strip():
+                return
+            if time.time() > deadline - timeout / 2:
+                subprocess.run(["scancel", "--user", "root"], capture_output=True)
+            time.sleep(0.3)
+
+    def _leftovers(self) -> list[int]:
+        marker = f"SLURM_CONF={self.folder / 'slurm.conf'}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                found.append(int(entry.name))
+        return found
