@@ -32,7 +32,8 @@ def available() -> str | None:
 
 def _conf(folder: Path, host: str, cpus: int) -> str:
     return "\n".join([
-        "ClusterName=explorer-test", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
+        # addresses given, so nothing depends on the host name resolving
+        "ClusterName=explorer-test", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
         "AuthType=auth/munge", f"AuthInfo=socket={folder}/munge.socket,cred_expire=5",
         "CredType=cred/munge", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
@@ -43,7 +44,7 @@ def _conf(folder: Path, host: str, cpus: int) -> str:
         f"SlurmctldPidFile={folder}/slurmctld.pid", f"SlurmdPidFile={folder}/slurmd.pid",
         f"SlurmctldLogFile={folder}/slurmctld.log", f"SlurmdLogFile={folder}/slurmd.log",
         "SlurmctldPort=16817", "SlurmdPort=16818",
-        f"NodeName={host} CPUs={cpus} State=UNKNOWN",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN",
         f"PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""])
 
 
