@@ -50,8 +50,13 @@ def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bo
     """Start the planned cells on `executor`, each mirroring its metrics to `trackers`, and wait
     for all; return each run's exit code (local) or 0 / 1 for completed / not (a cluster)."""
     launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run, _ in todo]
-    ids = submit_runs(executor, launches)
     remote = executor.name != "local"
+    attached = _live_jobs(executor, launches) if remote else {}
+    fresh = [launch for launch in launches if launch not in attached.values()]
+    ids = list(attached) + submit_runs(executor, fresh)
+    launches = list(attached.values()) + fresh
+    if attached:
+        print(f"{len(attached)} runs already queued or running on {executor.name}: following them")
     left = dict(zip(ids, launches, strict=True))
     bar = tqdm(total=len(ids), unit="run", disable=not progress, desc=f"sweep ({executor.name})")
     while left:
@@ -70,6 +75,21 @@ def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bo
         if job_id not in codes:
             codes[job_id] = 0 if launch.run.read_status().get("state") == "completed" else 1
     return {launch.run.name: codes[job_id] for job_id, launch in zip(ids, launches, strict=True)}
+
+
+def _live_jobs(executor: Executor, launches: list[Launch]) -> dict[str, Launch]:
+    """Launches whose run an earlier sweep (or the app) already has queued or running on this
+    executor, by job id: followed, never submitted twice."""
+    jobs = {}
+    for launch in launches:
+        status = launch.run.read_status()
+        if status.get("executor") == executor.name and status.get("job_id"):
+            jobs[status["job_id"]] = launch
+    if not jobs:
+        return {}
+    states = executor.state(list(jobs))
+    return {job: launch for job, launch in jobs.items()
+            if not is_final(merge_state(launch.run.read_status(), states[job]))}
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:

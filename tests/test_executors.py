@@ -218,3 +218,21 @@ def test_a_two_rank_run_under_slurm_equals_torchrun(slurm_cluster, tmp_path):
     run = Run(tmp_path / "slurm" / "g" / "dual-s1")
     assert run.read_config()["world_size"] == 2
     _same_metrics(Run(tmp_path / "torchrun" / "g" / "dual-s1"), run, 1e-4)
+
+
+def test_a_sweep_run_again_follows_its_jobs_and_submits_none_twice(slurm_cluster, tmp_path):
+    flags = ["--experiment", "g", "--runs-dir", str(tmp_path), "--preset", "micro", "--ffn", "swiglu", "dual",
+             "--steps", "20", "--no-progress", "--executor", "slurm", "--cpus-per-rank", "2"]  # one at a time
+    first = subprocess.Popen([sys.executable, "-m", "core.sweep", *flags], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = [Run(tmp_path / "g" / name) for name in ("swiglu-s0", "dual-s0")]
+    jobs = _wait(lambda: all(r.read_status().get("job_id") for r in runs) and
+                 [r.read_status()["job_id"] for r in runs], 60, "the jobs")
+    first.kill()  # the sweep dies; its jobs stay on the cluster
+    first.wait()
+    again = run_cli("core.sweep", *flags)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 runs already queued or running on slurm: following them" in again.stdout
+    assert [r.read_status()["job_id"] for r in runs] == jobs
+    assert all(r.read_status()["state"] == "completed" for r in runs)
+    assert [r.file("train.log").read_text().count("slurm job") for r in runs] == [1, 1]
