@@ -162,8 +162,8 @@ def scaling_rows(name: str, root: Path) -> list[dict]:
     ladder, rows = LADDERS[name], []
     for rung in ladder.rungs:
         records = rung_records(name, rung, root)
-        if not records:
-            continue
+        if not any(r["variant"] == variants.BASELINE for r in records):
+            continue  # nothing yet, or a rung still training: no baseline to compare with
         table = table1(records, variants.BASELINE).set_index("variant")
         row = {"rung": rung.name, "non_embedding": non_embedding_params(ladder, rung),
                "steps": rung_steps(ladder, rung), "lrs": best_lrs(name, rung, root), "variants": {}}

@@ -58,8 +58,12 @@ def test_best_lrs_and_rows_by_hand(tmp_path, monkeypatch):
         _fake(tmp_path, final_experiment("t", rung, 1e-3), "swiglu", seed, a)
         _fake(tmp_path, final_experiment("t", rung, 3e-3), "dual", seed, b,
               {"routing/L0/sparse_weight": 0.2 + seed, "routing/L1/sparse_weight": 0.4 + seed})
+    second = MICRO.rungs[1]  # its sweep done and the dual seeds training, no baseline yet
+    _fake(tmp_path, sweep_experiment("t", second, 1e-3), "swiglu", 0, 5.0)
+    _fake(tmp_path, sweep_experiment("t", second, 1e-3), "dual", 0, 5.1)
+    _fake(tmp_path, final_experiment("t", second, 1e-3), "dual", 0, 5.1)
     rows = scaling_rows("t", tmp_path)
-    assert [r["rung"] for r in rows] == ["d32"]  # the second rung has no results yet
+    assert [r["rung"] for r in rows] == ["d32"]  # the second rung has nothing to compare yet
     row = rows[0]["variants"]["dual"]
     welch = scipy_stats.ttest_ind(dual, swiglu, equal_var=False).confidence_interval(0.95)
     assert row["delta"] == pytest.approx(np.mean(dual) - np.mean(swiglu))
