@@ -445,6 +445,9 @@ def submit_runs(executor: Executor, launches: list[Launch]) -> list[str]:
     the trainer's later writes), so a restarted app or sweep finds the jobs again and launches
     nothing twice. If the submission fails the runs say why ("failed")."""
     if executor.name == "local":
+        for launch in launches:
+            if launch.run.read_status().get("executor") not in (None, "local"):
+                launch.run.record_job("local", None)  # no earlier cluster job speaks for it now
         return executor.submit(launches)
     for launch in launches:
         launch.run.write_status("queued", executor=executor.name, job_id=None, flags=list(launch.flags),

@@ -265,7 +265,7 @@ class JobManager:
         self._last_queued = max(time.time(), self._last_queued + 1e-6)  # keeps submit order
         # The trackers sit beside the flags, not in them: they are no part of the run's identity.
         run.write_status("queued", queued_at=self._last_queued, flags=cell.flags, trackers=trackers,
-                         error=None, pid=None)
+                         error=None, pid=None, executor="local", job_id=None)
         self._queue.append(run)
         return True
 

@@ -113,7 +113,7 @@ class Run:
         atomic_write_json(self.file("status.json"), status)
         return status
 
-    def record_job(self, executor: str, job_id: str) -> dict:
+    def record_job(self, executor: str, job_id: str | None) -> dict:
         """Note the scheduler job that runs this run, keeping its state (the job may already have
         started it); every later status write keeps the note."""
         return self.write_status(self.read_status().get("state", "queued"), executor=executor, job_id=job_id)

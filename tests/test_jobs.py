@@ -237,3 +237,23 @@ def test_each_gpu_job_gets_its_own_device(tmp_path, monkeypatch):
 def test_eta_follows_the_pace_since_the_last_start(status, state, step, steps, expected, monkeypatch):
     monkeypatch.setattr(time, "time", lambda: 120.0)
     assert eta_seconds(status, state, step, steps) == expected
+
+
+def test_a_cluster_run_queued_again_here_is_a_local_run(tmp_path):
+    """A run cancelled on SLURM and launched again locally forgets its old job: the row, cancel
+    and a restart treat it as this machine's (scancel of a stale job id would hit another job)."""
+    first = JobManager(tmp_path, max_concurrent=1, start=False)
+    first.submit("c", "micro", ["swiglu"], [0], steps=LONG, overrides=FAST)  # writes the config
+    first.shutdown()
+    run = Run.at(tmp_path, "c", "swiglu-s0")
+    run.write_status("cancelled", executor="slurm", job_id="41_0", error="cancelled")
+    manager = JobManager(tmp_path, max_concurrent=1, start=False)
+    try:
+        assert manager.submit("c", "micro", ["swiglu"], [0], steps=LONG, overrides=FAST) == ["swiglu-s0"]
+        status = run.read_status()
+        assert (status["state"], status["executor"], status["job_id"]) == ("queued", "local", None)
+        assert manager.status("c")[0]["job"] is None
+        assert manager.cancel("c", "swiglu-s0") == "cancelled"  # the local queue's cancel, no scancel
+        assert run.read_status()["error"] == "cancelled before it started"
+    finally:
+        manager.shutdown(cancel_running=True, timeout=10)
