@@ -102,7 +102,8 @@ def executor_fields(explorer: Explorer) -> list[gr.components.Component]:
 
 def launch_tab(explorer: Explorer) -> dict:
     with gr.Tab("Launch"):
-        gr.Markdown("Queue a grid of variants x seeds. Runs train as background processes; "
+        where = " or as SLURM jobs (Run on: slurm)" if "slurm" in explorer.executors else ""
+        gr.Markdown(f"Queue a grid of variants x seeds. Runs train as background processes{where}; "
                     "the table below follows them live.  \n"
                     f"*Limits here:* {explorer.limits.describe()}.")
         with gr.Row():
