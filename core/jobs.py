@@ -483,12 +483,15 @@ class JobManager:
                 "train_loss": cursor.train_loss, "val_loss": cursor.val_loss, "error": status.get("error")}
 
     def _remote_state(self, run: Run, status: dict) -> str:
-        """A cluster run's state: its status merged with squeue's last answer (as recorded before
-        the first poll)."""
+        """A cluster run's state: its status merged with squeue's last answer (the status alone
+        before the first answer, or when the trainer wrote it after that answer)."""
         state = status.get("state", "queued")
         with self._lock:
             answer = self._scheduler.get(status.get("job_id")) if run.path in self._remote else None
-        return state if answer is None else merge_state(status, *answer)
+            polled_at = self._polled_at
+        if answer is None or (state == "running" and status.get("updated", 0) > polled_at):
+            return state  # not asked yet, or the trainer spoke after squeue did
+        return merge_state(status, *answer)
 
     def _read_metrics(self, run: Run, status: dict) -> _Cursor:
         """Fold the metric lines logged since the last call into the run's cached cursor."""

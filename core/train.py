@@ -619,9 +619,12 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def handle_stop_signals() -> None:
-    """SIGTERM (scancel, a scheduler stopping the job) ends the run as cancelled, as SIGINT does;
+    """SIGTERM (scancel, a scheduler stopping the job) and SIGINT end the run as cancelled;
     SIGUSR1 (SLURM's ``--signal=USR1@90``) checkpoints at the next step and ends it as preempted."""
     signal.signal(signal.SIGTERM, _interrupt)
+    # A process started with SIGINT ignored (`python app.py &` from a script, nohup) passes SIG_IGN
+    # to its children and Python keeps it: the app's cancel would go unheard.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGUSR1, lambda signum, frame: _PREEMPT.set())
 
 

@@ -107,10 +107,16 @@ def _rows(client: Client, experiment: str) -> dict[str, dict]:
     return {row["run"]: row for row in client.predict(experiment, api_name="/status")}
 
 
-def _poll(client: Client, experiment: str, done, timeout_s: float, what: str) -> dict[str, dict]:
+def _poll(client: Client, experiment: str, done, timeout_s: float, what: str,
+          seen: dict[str, list[str]]) -> dict[str, dict]:
+    """Poll /status until `done(rows)`, noting each run's successive states in `seen`."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         rows = _rows(client, experiment)
+        for name, row in rows.items():
+            state = row["state"].split(" (")[0]
+            if seen.setdefault(name, [])[-1:] != [state]:
+                seen[name].append(state)
         if done(rows):
             return rows
         time.sleep(0.5)
@@ -124,32 +130,46 @@ def test_slurm_launch_states_cancel_and_reattach(slurm_cluster, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     env = {"EXPLORER_EXECUTOR": "slurm", **slurm_cluster.env}
-    args = ("cl", "micro", ["swiglu", "dual"], [0, 1], 30, 0.0, "builtin", FAST, [])
+    args = ("cl", "micro", ["swiglu", "dual"], [0, 1], 150, 0.0, "builtin", FAST, [])
+    seen: dict[str, list[str]] = {}
     with running_app(runs, env) as url:
         client = Client(url, verbose=False)
         result = client.predict(*args, "slurm", {"cpus_per_rank": 2}, api_name="/launch")
         assert len(result["queued"]) == 4 and "on SLURM" in result["message"]
-        rows = _poll(client, "cl", lambda r: any(x["state"] == "running" and x["step"] for x in r.values()),
-                     60, "a run training")
-        assert any(x["state"].startswith("pending") for x in rows.values()), rows  # waits for CPUs
+        rows = _poll(client, "cl", lambda r: any(x["state"].startswith("pending") for x in r.values()), 60,
+                     "runs waiting for CPUs", seen)
         assert all(x["job"] and x["live"] for x in rows.values())
+        rows = _poll(client, "cl", lambda r: any(x["state"] == "running" and x["step"] for x in r.values()),
+                     120, "a run training", seen)
         first = next(name for name, x in rows.items() if x["state"] == "running" and x["step"])
         cancelled_at = time.time()
         assert client.predict("cl", first, api_name="/cancel") == "cancelled"
-        _poll(client, "cl", lambda r: r[first]["state"] == "cancelled", 15, "the cancel")
+        _poll(client, "cl", lambda r: r[first]["state"] == "cancelled", 15, "the cancel", seen)
         assert time.time() - cancelled_at < 15
-        _poll(client, "cl", lambda r: sum(x["state"] == "completed" for x in r.values()) >= 1, 300, "one run")
+        _poll(client, "cl", lambda r: any(x["state"] == "completed" for x in r.values()), 300, "one run",
+              seen)
     jobs = {name: x["job"] for name, x in rows.items()}
     with running_app(runs, env) as url:  # restarted mid-grid
         client = Client(url, verbose=False)
-        rows = _poll(client, "cl", lambda r: all(not x["live"] for x in r.values()), 400, "the grid")
+        rows = _poll(client, "cl", lambda r: all(not x["live"] for x in r.values()), 400, "the grid", seen)
         assert {name: x["job"] for name, x in rows.items()} == jobs  # the same jobs, none new
         assert [x["state"] for name, x in sorted(rows.items()) if name != first] == ["completed"] * 3
         again = client.predict(*args, "slurm", {"cpus_per_rank": 2}, api_name="/launch")
         assert again["queued"] == [first]  # only the cancelled run is submitted again
-        rows = _poll(client, "cl", lambda r: r[first]["state"] == "completed", 300, "the resubmitted run")
+        rows = _poll(client, "cl", lambda r: r[first]["state"] == "completed", 300, "the resubmitted run",
+                     seen)
         assert rows[first]["job"] != jobs[first]
+    # the scheduler's states as the app showed them, in order: e.g. queued, pending, running, completed
+    assert any(_in_order(states, ["pending", "running", "completed"]) for states in seen.values()), seen
     for name in jobs:
         log = (runs / "cl" / name / "train.log").read_text()
         launches = 2 if name == first else 1
         assert log.count("slurm job") == launches, name  # nothing launched twice
+
+
+def _in_order(states: list[str], wanted: list[str]) -> bool:
+    position = 0
+    for state in states:
+        if position < len(wanted) and state == wanted[position]:
+            position += 1
+    return position == len(wanted)

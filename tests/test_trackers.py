@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import jobs, sweep, trackers
+from core import executors, jobs, sweep, trackers
 from core import train as train_cli
 from core.runs import Run
 from core.trackers import BACKENDS, Mirror, RunInfo, metric_values, parse_backends, wandb_mode
@@ -330,7 +330,7 @@ def test_the_sweep_passes_trackers_to_its_runs(tmp_path, monkeypatch, capsys):
         def poll(self):
             return 0
 
-    monkeypatch.setattr(sweep.subprocess, "Popen", Done)
+    monkeypatch.setattr(executors.subprocess, "Popen", Done)
     monkeypatch.setattr(_FakePopen, "commands", [])
     args = ["--experiment", "s", "--ffn", "swiglu", "dual", "--runs-dir", str(tmp_path), "--no-progress",
             "--log-to", "tensorboard,trackio"]

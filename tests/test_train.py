@@ -189,11 +189,20 @@ def _wait_for_step(run: Run, step: int) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_ends_the_run_as_cancelled(tmp_path):
-    proc = _start(tmp_path / "r")
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_ends_the_run_as_cancelled(tmp_path, sig):
+    """SIGINT too when the trainer starts with it ignored (what `python app.py &` passes on)."""
+    cmd = [sys.executable, "-m", "core.train", "--ffn", "dual", "--seed", "3", "--run-dir",
+           str(tmp_path / "r"), "--no-progress", "--threads", "1", "--steps", "60", "--set", "log_every=2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_ignore_sigint)
     run = Run(tmp_path / "r")
     _wait_for_step(run, 4)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     proc.wait(60)
     status = run.read_status()
     assert status["state"] == "cancelled" and status["error"] == "interrupted"
