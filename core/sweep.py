@@ -31,8 +31,9 @@ from core.stats import format_table, table1
 from core.trackers import LOG_TO_HELP, parse_backends
 
 
-def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run, bool]]:
-    """(cell, run, resume) for the cells left to do; completed runs are skipped."""
+def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run]]:
+    """(cell, run) for the cells left to do; completed runs are skipped. Whether a run resumes is
+    decided when it starts (its checkpoint may be newer by then)."""
     todo = []
     for cell in cells:
         run = Run.at(root, experiment, cell.name)
@@ -41,15 +42,15 @@ def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run
             raise ValueError(f"{run.path} holds a different config; use another --experiment")
         if run.read_status().get("state") == "completed":
             continue
-        todo.append((cell, run, run.checkpoint_dir() is not None))
+        todo.append((cell, run))
     return todo
 
 
-def execute(todo: list[tuple[Cell, Run, bool]], executor: Executor, progress: bool = True,
+def execute(todo: list[tuple[Cell, Run]], executor: Executor, progress: bool = True,
             trackers: tuple[str, ...] = ()) -> dict[str, int]:
     """Start the planned cells on `executor`, each mirroring its metrics to `trackers`, and wait
     for all; return each run's exit code (local) or 0 / 1 for completed / not (a cluster)."""
-    launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run, _ in todo]
+    launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run in todo]
     remote = executor.name != "local"
     attached = _live_jobs(executor, launches) if remote else {}
     fresh = [launch for launch in launches if launch not in attached.values()]

@@ -128,16 +128,21 @@ class SlurmCluster:
             os.environ["SLURM_CONF"] = self._old_conf
 
     def _drain(self, timeout: float = 30.0) -> None:
-        """Wait for running and completing jobs to end (a step cut off from slurmd hangs forever)."""
+        """Let running and completing jobs end (a step cut off from slurmd hangs forever): pending
+        ones are cancelled at once, and whatever still runs after half the time."""
         subprocess.run(["scancel", "--user", "root", "--state", "PENDING"], capture_output=True)
-        deadline = time.time() + timeout
+        if not self._jobs_gone(timeout / 2):
+            subprocess.run(["scancel", "--user", "root"], capture_output=True)
+            self._jobs_gone(timeout / 2)
+
+    def _jobs_gone(self, seconds: float) -> bool:
+        deadline = time.time() + seconds
         while time.time() < deadline:
             out = subprocess.run(["squeue", "-h", "-o", "%T"], capture_output=True, text=True)
             if out.returncode != 0 or not out.stdout.strip():
-                return
-            if time.time() > deadline - timeout / 2:
-                subprocess.run(["scancel", "--user", "root"], capture_output=True)
+                return True
             time.sleep(0.3)
+        return False
 
     def _leftovers(self) -> list[int]:
         marker = f"SLURM_CONF={self.folder / 'slurm.conf'}".encode()

@@ -93,31 +93,28 @@ def parse_overrides(text: str | list | None) -> list[str]:
     return out
 
 
+def _whole_number(value) -> int | None:
+    """A whole number from a UI/API field (Gradio numbers arrive as floats); None when the value
+    is not one (inf, NaN, 2.5, a bool, a list)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    return None
+
+
 def _whole_steps(value) -> int | None:
-    """Steps from a UI/API field: None, "" or 0 mean the preset's; else a whole number >= 1
-    (Gradio numbers arrive as floats; inf, NaN, 2.5 or a list are refused, not crashed on)."""
+    """Steps from a UI/API field: None, "" or 0 mean the preset's; else a whole number >= 1."""
     if value in (None, "", 0):
         return None
-    steps = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        steps = value
-    elif isinstance(value, float) and value.is_integer():
-        steps = int(value)
-    elif isinstance(value, str) and value.strip().isdecimal():
-        steps = int(value.strip())
+    steps = _whole_number(value)
     if steps is None or steps < 1:
         raise ValueError(f"steps must be at least 1 (a whole number), got {str(value)[:40]!r}")
     return steps
-
-
-def _whole(value, what: str) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not number.is_integer():
-        raise ValueError(f"{what} must be a whole number, got {value!r}")
-    return int(number)
 
 
 _RESOURCE_NUMBERS = ("gpus_per_run", "nodes_per_run", "ranks_per_run", "cpus_per_rank")
@@ -135,7 +132,10 @@ def cluster_resources(fields: dict | None) -> Resources:
         value = fields.get(name)
         if value is None or value == "":
             continue
-        values[name] = _whole(value, name.replace("_", " "))
+        number = _whole_number(value)
+        if number is None:
+            raise ValueError(f"{name.replace('_', ' ')} must be a whole number, got {value!r}")
+        values[name] = number
     partition = str(fields.get("partition") or "").strip() or None
     time_limit = str(fields.get("time") or "").strip() or Resources.time
     return Resources(partition=partition, time=time_limit, **values).check()
