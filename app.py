@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from core import variants
+from core.analysis.stats import TABLE1_NOTE, Band
 from core.config import PRESETS, preset
-from core.executors import Resources
-from core.hub import pull_at_start
+from core.jobs.executors import Resources
 from core.metrics import LOSSES, VAL_LOSS
-from core.stats import TABLE1_NOTE, Band
+from core.sharing.hub import pull_at_start
 from core.trackers import BACKENDS
 from ui.figures import curves_figure, layer_params_figure, stats_heatmaps, token_loss_figure
 from ui.service import Explorer, Limits, variant_choice

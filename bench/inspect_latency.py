@@ -1,4 +1,4 @@
-"""Latency of core.inspection.inspect_text on an untrained `tiny` dual run (CPU, fp32).
+"""Latency of core.analysis.inspection.inspect_text on an untrained `tiny` dual run (CPU, fp32).
 
     python bench/inspect_latency.py [--calls 20] [--threads N ...] [--out bench/results/inspect_latency.json]
 
@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import inspection  # noqa: E402
+from core.analysis import inspection  # noqa: E402
 from core.config import apply_overrides, preset  # noqa: E402
-from core.data import builtin_text, load_tokenizer  # noqa: E402
 from core.model import build_model, weights_state  # noqa: E402
 from core.runs import Run  # noqa: E402
-from core.train import run_record  # noqa: E402
+from core.training.data import builtin_text, load_tokenizer  # noqa: E402
+from core.training.trainer import run_record  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OVERRIDES = ["model.ffn=dual", "data.max_bytes=1000000"]

@@ -77,7 +77,7 @@ def model_rows(args, device) -> list[dict]:
 
 
 def cache_rows(sizes: list[int], vocab: int) -> list[dict]:
-    from core.data import load_tokens
+    from core.training.data import load_tokens
 
     rows, previous = [], None
     for size in sizes:

@@ -36,7 +36,7 @@ if [[ $PART == learn || $PART == all ]]; then
   timeout 120 python3 -m pytest tests/test_model.py -k cuda -q -p no:cacheprovider 2>&1 | tail -4
   timeout 120 python3 -c "
 import json, os, torch
-from core.compile_check import compiled_gradient_error
+from core.training.compile_check import compiled_gradient_error
 from core.config import ModelConfig
 rows = {ffn: compiled_gradient_error(ModelConfig(ffn=ffn), 'cuda') for ffn in ('dual', 'swiglu')}
 print(rows); json.dump({'torch': torch.__version__, **rows}, open(os.environ['OUT'] + '/compile_check.json', 'w'))"

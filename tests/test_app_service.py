@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from core.analysis.stats import Band
 from core.config import apply_overrides, preset
-from core.data import load_tokenizer
 from core.model import build_model, load_weights_state, weights_state
 from core.runs import Run
-from core.stats import Band
-from core.train import run_record
+from core.training.data import load_tokenizer
+from core.training.trainer import run_record
 from ui.figures import curves_figure
 from ui.service import Explorer, Limits, parse_overrides, parse_seeds, variant_choice
 
@@ -224,7 +224,7 @@ def test_diagnostics_bands_per_variant_and_layer(tmp_path):
 
 
 def test_estimate_of_a_grid_sums_its_runs_over_the_concurrent_slots(explorer, monkeypatch):
-    import core.estimate as estimate
+    import core.jobs.estimate as estimate
 
     monkeypatch.setattr(estimate, "measure", lambda config: estimate.StepTime(0.1, 1.0, 2.0, 16, "cpu"))
     explorer.step_times = estimate.StepTimes(explorer.root / ".step-times.json")
@@ -269,7 +269,7 @@ def test_executor_settings_offer_slurm_where_sbatch_is_and_never_in_a_demo(monke
 
 
 def test_cluster_resources_from_fields():
-    from core.executors import Resources
+    from core.jobs.executors import Resources
     from ui.service import cluster_resources
 
     assert cluster_resources(None) == Resources()

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from core.band_plot import FEW_POINTS, band_traces, rgba, variant_color
-from core.report import band_figure
-from core.stats import Band, seed_band
+from core.analysis.band_plot import FEW_POINTS, band_traces, rgba, variant_color
+from core.analysis.report import band_figure
+from core.analysis.stats import Band, seed_band
 from ui.figures import curves_figure
 
 

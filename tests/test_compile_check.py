@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 
-import core.compile_check as compile_check
+import core.training.compile_check as compile_check
 from core.config import ModelConfig, apply_overrides, preset
 from core.model import ModelOutput
-from core.train import Dist, Trainer
+from core.training.trainer import Dist, Trainer
 
 pytestmark = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
                                 reason="inductor needs a C++ compiler")

@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from core import data
 from core.config import DataConfig
-from core.data import Batches, builtin_corpus_dir, builtin_text, load_tokenizer, load_tokens, read_texts
+from core.training import data
+from core.training.data import (
+    Batches,
+    builtin_corpus_dir,
+    builtin_text,
+    load_tokenizer,
+    load_tokens,
+    read_texts,
+)
 
 SMALL = 300_000  # bytes of builtin text: BPE + tokenization well under a second
 

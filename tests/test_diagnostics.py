@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import diagnostics as D
 from core.ffns import dual
 from core.model import build_model
+from core.training import diagnostics as D
 from tests.conftest import tiny_model_config
 
 SHARED = {"all": ["gate", "up", "down"], "updown": ["up", "down"], "none": []}

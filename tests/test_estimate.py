@@ -3,7 +3,7 @@
 import json
 import time
 
-import core.estimate as estimate
+import core.jobs.estimate as estimate
 from core.config import RunConfig, apply_overrides, preset
 from tests.conftest import run_cli
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from core import executors
-from core.executors import Launch, Resources, merge_state, task_command, time_minutes
+from core.jobs import executors
+from core.jobs.executors import Launch, Resources, merge_state, task_command, time_minutes
 from core.runs import Run
 from tests.conftest import REPO, run_cli
 

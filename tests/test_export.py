@@ -10,9 +10,9 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen2ForCausalLM
 
 from core import variants
-from core.export import export_transformers, ffn_source_files, main
 from core.ffns.thresholds import KINDS
 from core.model import build_model, load_weights_state
+from core.sharing.export import export_transformers, ffn_source_files, main
 from tests.conftest import REPO, tiny_model_config
 
 SHAPES = [

@@ -20,12 +20,12 @@ import huggingface_hub
 import pytest
 import yaml
 
-from core import hub
+from core.analysis.stats import format_table, table1
 from core.config import apply_overrides, preset
+from core.jobs.sweep import grid, plan
 from core.runs import Run, experiment_records, hub_dataset_repo, list_experiments, list_runs
-from core.stats import format_table, table1
-from core.sweep import grid, plan
-from core.train import run_record
+from core.sharing import hub
+from core.training.trainer import run_record
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_NAMES = ["dual-s0", "dual-s1", "swiglu-s0", "swiglu-s1"]

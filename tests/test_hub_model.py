@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core import hub, hub_model
 from core.runs import Run, hub_dataset_repo, record_hub_dataset_repo
+from core.sharing import hub, hub_model
 from tests.conftest import REPO
 from tests.test_hub import hub_calls, tree  # noqa: F401  (fixture)
 

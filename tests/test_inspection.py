@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import inspection
+from core.analysis import inspection
+from core.analysis.inspection import MODEL_CACHE_STATS, inspect_text, load_run_model
 from core.config import apply_overrides, preset
-from core.data import load_tokenizer
 from core.ffns.thresholds import KINDS as FFN_THRESHOLDS
-from core.inspection import MODEL_CACHE_STATS, inspect_text, load_run_model
 from core.model import CausalLM, build_model, weights_state
 from core.runs import Run
-from core.train import run_record
+from core.training.data import load_tokenizer
+from core.training.trainer import run_record
 
 VARIANTS = [["model.ffn=swiglu"]] + [["model.ffn=dual", f"model.ffn_threshold={kind}"]
                                      for kind in FFN_THRESHOLDS]

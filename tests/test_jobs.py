@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from core import jobs
 from core.config import preset
-from core.jobs import ORPHANED, JobManager, eta_seconds
+from core.jobs import manager as jobs
+from core.jobs.manager import ORPHANED, JobManager, eta_seconds
 from core.runs import Run
-from core.train import run_record
+from core.training.trainer import run_record
 
 FAST = ["eval_every=6", "checkpoint_every=6", "log_every=3"]
 LONG = 3000  # steps of a run that is cancelled long before it could finish

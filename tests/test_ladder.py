@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from core import ladder
-from core.ladder import (
+from core.runs import Run
+from core.studies import ladder
+from core.studies.ladder import (
     LADDERS,
     Ladder,
     Rung,
@@ -17,7 +18,6 @@ from core.ladder import (
     scaling_rows,
     sweep_experiment,
 )
-from core.runs import Run
 
 MICRO = Ladder("micro", (Rung("d32", ("model.hidden_size=32", "model.intermediate_size=128")),
                          Rung("d64", ())), tokens_per_param=2.0, lrs=(1e-3, 3e-3), seeds=(0, 1),

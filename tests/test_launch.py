@@ -6,9 +6,9 @@ import sys
 import torch
 
 from core.config import preset
-from core.launch import grid, run_record, train_command
+from core.jobs.launch import grid, run_record, train_command
 from core.runs import Run
-from core.train import run_record as trainer_record
+from core.training.trainer import run_record as trainer_record
 from tests.conftest import REPO
 
 ORCHESTRATION = ("core.launch", "core.executors", "core.sweep", "core.jobs", "core.hub", "core.recipes",
@@ -17,7 +17,7 @@ ORCHESTRATION = ("core.launch", "core.executors", "core.sweep", "core.jobs", "co
 
 def test_orchestration_imports_no_torch():
     code = (f"import sys, {', '.join(ORCHESTRATION)}\n"
-            "from core.launch import grid\n"
+            "from core.jobs.launch import grid\n"
             "grid('micro', ['swiglu', 'dual+ffn_share=none'], [0, 1], ['lr=0.01'], 5)\n"
             "assert 'torch' not in sys.modules, 'torch imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

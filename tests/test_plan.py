@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-import core.plan as plan
+import core.training.plan as plan
 from core.config import apply_overrides, preset
 from core.model import build_model
-from core.train import Dist, eval_micro_batches, evaluate
+from core.training.trainer import Dist, eval_micro_batches, evaluate
 from tests.conftest import run_cli
 
 
@@ -99,7 +99,7 @@ def test_micro_batch_candidates_divide_the_batch():
 
 
 def test_auto_accumulation_trains_like_the_explicit_one(monkeypatch):
-    import core.train as train_module
+    import core.training.trainer as train_module
 
     config = apply_overrides(preset("micro"), ["ffn=dual", "steps=3", "grad_accum=0", "diagnostics=false"])
     monkeypatch.setattr(plan, "choose_micro_batch", lambda *args: (4, {}))

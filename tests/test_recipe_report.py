@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from core import ladder, recipes
-from core.recipe_report import build_recipe_report, delta_figure, lr_figure, lr_losses
-from core.report import main
+from core.analysis.report import main
 from core.runs import Run
+from core.studies import ladder, recipes
+from core.studies.report import build_recipe_report, delta_figure, lr_figure, lr_losses
 from tests.test_ladder import MICRO, _fake
 
 

@@ -1,11 +1,11 @@
 import pytest
 
-from core.recipes import RECIPES, Recipe, best_lrs, comparison_records, experiment_name, run_recipe
 from core.runs import Run
+from core.studies.recipes import RECIPES, Recipe, best_lrs, comparison_records, experiment_name, run_recipe
 
 
 def test_recipes_are_valid_grids():
-    from core.sweep import grid
+    from core.jobs.sweep import grid
 
     for name, recipe in RECIPES.items():
         assert recipe.shared_lr in recipe.lrs, name

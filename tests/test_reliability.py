@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from core.analysis.stats import table1
 from core.config import PRESETS, RunConfig, apply_overrides, override_keys, preset
-from core.data import load_tokenizer
 from core.model import build_model, weights_state
 from core.runs import ExperimentWatcher, Run, experiment_records, validate_name
-from core.stats import table1
-from core.train import _failure_message, _record_failure, run_record
+from core.training.data import load_tokenizer
+from core.training.trainer import _failure_message, _record_failure, run_record
 from tests.app_server import running_app
 from tests.conftest import REPO, run_cli
 from ui.service import Explorer

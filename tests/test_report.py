@@ -3,12 +3,12 @@ import re
 import pytest
 from plotly.offline import get_plotlyjs
 
+from core.analysis.report import build_report, diagnostic_keys, main
 from core.config import preset
-from core.ladder import LADDERS
-from core.recipe_report import build_recipe_report
-from core.recipes import RECIPES
-from core.report import build_report, diagnostic_keys, main
 from core.runs import Run
+from core.studies.ladder import LADDERS
+from core.studies.recipes import RECIPES
+from core.studies.report import build_recipe_report
 from tests.conftest import REPO, run_cli
 
 

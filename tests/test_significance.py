@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core.significance import (
+from core.analysis.significance import (
     MAX_SEEDS,
     compare,
     minimum_detectable,

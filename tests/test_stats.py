@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.stats import (
+from core.analysis.stats import (
     TABLE1_COLUMNS,
     Band,
     ema,

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from core.analysis.stats import table1
+from core.jobs.sweep import grid
 from core.runs import experiment_records
-from core.stats import table1
-from core.sweep import grid
 from tests.conftest import FAST, run_cli
 
 

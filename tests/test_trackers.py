@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import executors, jobs, sweep, trackers
-from core import train as train_cli
+from core import trackers
+from core.jobs import executors, sweep
+from core.jobs import manager as jobs
 from core.runs import Run
 from core.trackers import BACKENDS, Mirror, RunInfo, metric_values, parse_backends, wandb_mode
+from core.training import trainer as train_cli
 from tests.conftest import run_cli
 from ui.service import Explorer
 

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from core.config import apply_overrides, preset
 from core.runs import Run
-from core.train import lr_at
+from core.training.trainer import lr_at
 from tests.conftest import FAST, REPO, run_cli
 
 

@@ -20,10 +20,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import core
 import core.ffns.thresholds as ffn_module
 import core.model as model_module
-import core.train as train_module
+import core.training.trainer as train_module
 from core.config import apply_overrides, preset
 from core.model import build_model
-from core.train import Dist, Trainer, evaluate
+from core.training.trainer import Dist, Trainer, evaluate
 from tests.conftest import tiny_model_config
 
 needs_compiler = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),

@@ -6,8 +6,8 @@ Pure functions from JSON-friendly data to figures; no Gradio here, so they are u
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.band_plot import band_traces, rgba, variant_color
-from core.stats import Band
+from core.analysis.band_plot import band_traces, rgba, variant_color
+from core.analysis.stats import Band
 
 
 def curves_figure(bands: dict[str, Band], metric: str, x: str = "step", spread: str = "std",

@@ -15,13 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from core import variants
+from core.analysis.inspection import inspect_text
+from core.analysis.report import diagnostic_keys
+from core.analysis.stats import X_KEYS, metric_series, seed_band, table1
 from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
-from core.estimate import StepTimes, run_seconds
-from core.executors import Resources
-from core.inspection import inspect_text
-from core.jobs import JobManager
+from core.jobs.estimate import StepTimes, run_seconds
+from core.jobs.executors import Resources
+from core.jobs.manager import JobManager
+from core.jobs.sweep import grid
 from core.metrics import LOSSES, VAL_LOSS
-from core.report import diagnostic_keys
 from core.runs import (
     ExperimentWatcher,
     Run,
@@ -31,8 +33,6 @@ from core.runs import (
     runs_root,
     validate_name,
 )
-from core.stats import X_KEYS, metric_series, seed_band, table1
-from core.sweep import grid
 
 MAX_TEXT_CHARS = 100_000
 _NON_METRICS = {"step", "tokens", "elapsed_s"}

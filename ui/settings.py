@@ -3,7 +3,7 @@
 import os
 from dataclasses import dataclass
 
-from core.executors import EXECUTORS, slurm_available
+from core.jobs.executors import EXECUTORS, slurm_available
 from ui.service import Limits
 
 # Demo mode (a public Space): small presets, bounded runs and queue, one run at a time.

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from core.stats import table1_cells
+from core.analysis.stats import table1_cells
 
 RUN_COLUMNS = ["run", "variant", "seed", "state", "job", "step", "steps", "progress", "eta", "train_loss",
                "val_loss", "error"]

@@ -6,7 +6,7 @@ implementation. Non-finite values (a diverged run's NaN loss) never raise: they 
 through per-run series and left out of every mean, spread and test.
 
 The statistics of a variant against its baseline (tests, intervals, power) come from
-:func:`core.significance.compare`.
+:func:`core.analysis.significance.compare`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from core import variants
+from core.analysis.significance import MAX_SEEDS, compare
 from core.metrics import ELAPSED, STEP, TOKENS, VAL_LOSS
-from core.significance import MAX_SEEDS, compare
 
 X_KEYS = (STEP, TOKENS, ELAPSED)
 DEFAULT_BASELINE = variants.BASELINE
@@ -312,7 +312,7 @@ def table1(runs: list[dict], baseline: str | None = None) -> pd.DataFrame:
     already holds ``final_val_loss``: its last logged values are not final ones. Runs without a
     finite final val loss are left out of the loss columns; ``seeds`` counts those that have one.
     ``p_value`` is Welch's test of the variant's final losses against the baseline's and the
-    columns of COMPARISON_COLUMNS are the rest of :class:`core.significance.Comparison` (NaN on
+    columns of COMPARISON_COLUMNS are the rest of :class:`core.analysis.significance.Comparison` (NaN on
     the baseline row). ``params`` is an int or None.
     """
     order, baseline = _variant_order(runs, baseline)

@@ -8,7 +8,7 @@ lock is held), the queue, and a metrics cursor per run for cheap polling.
 
 Runs given to SLURM (``executor="slurm"``) queue on the cluster instead: their status.json names
 the job, the manager asks squeue once per pass and merges its word with the run's own record
-(core.executors.merge_state); their liveness is the scheduler's plus the trainer's heartbeat,
+(core.jobs.executors.merge_state); their liveness is the scheduler's plus the trainer's heartbeat,
 never a lock or a pid (neither means anything across machines).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from core.config import RunConfig
-from core.executors import (
+from core.jobs.executors import (
     EXECUTORS,
     FINAL_STATES,
     SLURM_POLL_S,
@@ -38,7 +38,7 @@ from core.executors import (
     slurm_states,
     submit_runs,
 )
-from core.launch import Cell, grid, run_record, train_command, train_env
+from core.jobs.launch import Cell, grid, run_record, train_command, train_env
 from core.metrics import TRAIN_LOSS, VAL_LOSS
 from core.runs import Run, list_experiments, list_runs, runs_root, slurm_folder, validate_name
 from core.trackers import parse_backends

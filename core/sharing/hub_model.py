@@ -16,10 +16,11 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from core import hub, variants
+from core import variants
+from core.analysis.stats import TABLE1_NOTE, table1
 from core.config import RunConfig
 from core.runs import Run, experiment_records, hub_dataset_repo, runs_root
-from core.stats import TABLE1_NOTE, table1
+from core.sharing import hub
 
 
 def resolve_run(spec: str, runs_dir: str | Path | None = None) -> Run:
@@ -137,7 +138,7 @@ def model_card(run: Run, repo: str, dataset_repo: str | None = None) -> str:
 def stage_model(run: Run, dest: Path, repo: str, dtype: str = "float32",
                 dataset_repo: str | None = None) -> list[str]:
     """Put what push-model uploads into the empty folder `dest`; return the staged files, sorted."""
-    from core.export import export_run  # torch and the model: only when a model is pushed
+    from core.sharing.export import export_run  # torch and the model: only when a model is pushed
 
     if run.is_alive():
         raise hub.HubError(f"run {run.experiment}/{run.name} is still training; wait or cancel it")

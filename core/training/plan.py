@@ -22,7 +22,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from core.config import RunConfig, variant_label
-from core.diagnostics import (
+from core.model import CausalLM, model_flops_per_token, parameter_counts, weights_state
+from core.training.diagnostics import (
     RoutingProbe,
     forced_route,
     interference_probe,
@@ -30,7 +31,6 @@ from core.diagnostics import (
     mean_val_loss,
     split_layers,
 )
-from core.model import CausalLM, model_flops_per_token, parameter_counts, weights_state
 
 # Share of the device's free memory a run may plan to use. CUDA: the caching allocator needs
 # head-room for fragmentation. CPU: leave room for the token arrays, the tokenizer and the app.
@@ -145,7 +145,7 @@ def _train_micro_step(model: CausalLM, x, y, autocast: AutocastFactory) -> None:
 
 
 def _eval_micro_batch(model: CausalLM, x, y, autocast: AutocastFactory) -> None:
-    """One evaluation forward as ``core.train.evaluate`` runs it, routing probe included."""
+    """One evaluation forward as ``core.training.trainer.evaluate`` runs it, routing probe included."""
     model.eval()
     try:
         with torch.no_grad(), RoutingProbe(model), autocast():

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import variants
-from core.executors import Executor, LocalExecutor
+from core.analysis.stats import table1
+from core.jobs.executors import Executor, LocalExecutor
+from core.jobs.sweep import Cell, execute, grid, plan
 from core.metrics import VAL_LOSS, parse_key
 from core.runs import experiment_records
-from core.stats import table1
-from core.sweep import Cell, execute, grid, plan
 
 
 @dataclass(frozen=True)

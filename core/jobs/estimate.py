@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import RunConfig
-from core.data import cache_dir
 from core.fsutil import atomic_write_bytes
+from core.training.data import cache_dir
 
 TIMED_STEPS = 3
 CALIBRATION_TIMEOUT_S = 120.0
 # Fields that change what a run does but not what one step costs.
 _FREE = {"train": {"seed", "steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2",
                    "grad_clip", "eval_every", "log_every", "checkpoint_every"}}
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 One function, :func:`compare`, gives every number the Results tab, the HTML report, the Hub
 card and the sweep summary show for a variant against its baseline (through
-``core.stats.table1``). Inputs are final val losses keyed by seed, so seeds that both variants
+``core.analysis.stats.table1``). Inputs are final val losses keyed by seed, so seeds that both variants
 ran (same data order) can be paired.
 """
 

@@ -68,7 +68,7 @@ def train_command(run: Run, flags: list[str], threads: int, resume: bool,
 
 def train_env(threads: int) -> dict[str, str]:
     """Environment of a training subprocess: thread count and the tuned allocator."""
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path,
             "PYTHONUNBUFFERED": "1"}

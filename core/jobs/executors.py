@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from core.launch import train_command, train_env
+from core.jobs.launch import train_command, train_env
 from core.runs import Run
 
 STATES = ("pending", "running", "completed", "failed", "cancelled", "preempted", "unknown")
@@ -366,7 +366,7 @@ class SlurmExecutor:
 
         res = self.resources
         executor = submitit.SlurmExecutor(folder=self.folder, python=sys.executable)
-        repo = Path(__file__).resolve().parent.parent
+        repo = Path(__file__).resolve().parents[2]
         params = dict(job_name=self.job_name, time=time_minutes(res.time), nodes=res.nodes_per_run,
                       ntasks_per_node=1, cpus_per_task=res.ranks_per_node() * res.cpus_per_rank,
                       array_parallelism=res.array_parallelism, signal_delay_s=SIGNAL_DELAY_S,

@@ -15,11 +15,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core import ladder, recipes, variants
-from core.band_plot import band_traces, variant_color
-from core.report import figure_html, html_table, page, table1_html
+from core import variants
+from core.analysis.band_plot import band_traces, variant_color
+from core.analysis.report import figure_html, html_table, page, table1_html
+from core.analysis.stats import TABLE1_NOTE, Band, band_over_x
 from core.runs import experiment_records
-from core.stats import TABLE1_NOTE, Band, band_over_x
+from core.studies import ladder, recipes
 
 # ---------------------------------------------------------------------------- lr recipes
 
@@ -121,7 +122,7 @@ def loss_figure(rows: list[dict]) -> go.Figure:
 
 
 def diagnostics_figure(rows: list[dict]) -> go.Figure:
-    """The trend diagnostics (core.ladder.TREND_DIAGNOSTICS) against size, one panel each."""
+    """The trend diagnostics (core.studies.ladder.TREND_DIAGNOSTICS) against size, one panel each."""
     keys = [f"{group}/{name}" for group, name in ladder.TREND_DIAGNOSTICS]
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
     for col, key in enumerate(keys, start=1):

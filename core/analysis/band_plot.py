@@ -5,7 +5,7 @@ A band is the upper edge, the lower edge filled up to it (``tonexty``) and the m
 
 import plotly.graph_objects as go
 
-from core.stats import Band
+from core.analysis.stats import Band
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 BAND_ALPHA = 0.2  # fill opacity of a band

@@ -10,10 +10,10 @@ best lr (lowest final val loss in phase 1). Runs resume, so a recipe can span se
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.executors import Executor, LocalExecutor
+from core.analysis.stats import format_table, table1
+from core.jobs.executors import Executor, LocalExecutor
+from core.jobs.sweep import execute, grid, plan
 from core.runs import experiment_records
-from core.stats import format_table, table1
-from core.sweep import execute, grid, plan
 
 
 @dataclass(frozen=True)

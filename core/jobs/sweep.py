@@ -1,0 +1,201 @@
+"""Grids of variants x seeds: ``python -m core.sweep``; each run is a ``core.train`` subprocess.
+
+Completed runs are skipped, interrupted ones resumed, so a sweep can be re-run until done.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core import variants
+from core.analysis.stats import format_table, table1
+from core.config import RunConfig
+from core.jobs.executors import (
+    EXECUTORS,
+    TIME_FORMATS,
+    Executor,
+    Launch,
+    LocalExecutor,
+    Resources,
+    SlurmExecutor,
+    check_slurm,
+    is_final,
+    merge_state,
+    submit_runs,
+)
+from core.jobs.launch import Cell, grid
+from core.runs import Run, experiment_records, runs_root, slurm_folder, validate_name
+from core.trackers import LOG_TO_HELP, parse_backends
+
+
+def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run]]:
+    """(cell, run) for the cells left to do; completed runs are skipped. Whether a run resumes is
+    decided when it starts (its checkpoint may be newer by then)."""
+    todo = []
+    for cell in cells:
+        run = Run.at(root, experiment, cell.name)
+        stored = run.read_config()
+        if stored is not None and RunConfig.from_dict(stored) != cell.config:
+            raise ValueError(f"{run.path} holds a different config; use another --experiment")
+        if run.read_status().get("state") == "completed":
+            continue
+        todo.append((cell, run))
+    return todo
+
+
+def execute(todo: list[tuple[Cell, Run]], executor: Executor, progress: bool = True,
+            trackers: tuple[str, ...] = ()) -> dict[str, int]:
+    """Start the planned cells on `executor`, each mirroring its metrics to `trackers`, and wait
+    for all; return each run's exit code (local) or 0 / 1 for completed / not (a cluster)."""
+    launches = [Launch(run, tuple(cell.flags), tuple(trackers)) for cell, run in todo]
+    remote = executor.name != "local"
+    attached = _live_jobs(executor, launches) if remote else {}
+    fresh = [launch for launch in launches if launch not in attached.values()]
+    ids = list(attached) + submit_runs(executor, fresh)
+    launches = list(attached.values()) + fresh
+    if attached:
+        print(f"{len(attached)} runs already queued or running on {executor.name}: following them")
+    left = dict(zip(ids, launches, strict=True))
+    bar = tqdm(total=len(ids), unit="run", disable=not progress, desc=f"sweep ({executor.name})")
+    while left:
+        time.sleep(executor.poll_s)
+        states = executor.state(list(left))
+        for job_id, state in states.items():
+            run = left[job_id].run
+            if remote:
+                state = merge_state(run.read_status(), state)
+            if is_final(state):
+                del left[job_id]
+                bar.update(1)
+    bar.close()
+    codes = dict(getattr(executor, "exit_codes", {}))  # local: the processes' own
+    for job_id, launch in zip(ids, launches, strict=True):
+        if job_id not in codes:
+            codes[job_id] = 0 if launch.run.read_status().get("state") == "completed" else 1
+    return {launch.run.name: codes[job_id] for job_id, launch in zip(ids, launches, strict=True)}
+
+
+def _live_jobs(executor: Executor, launches: list[Launch]) -> dict[str, Launch]:
+    """Launches whose run an earlier sweep (or the app) already has queued or running on this
+    executor, by job id: followed, never submitted twice."""
+    jobs = {}
+    for launch in launches:
+        status = launch.run.read_status()
+        if status.get("executor") == executor.name and status.get("job_id"):
+            jobs[status["job_id"]] = launch
+    if not jobs:
+        return {}
+    states = executor.state(list(jobs))
+    return {job: launch for job, launch in jobs.items()
+            if not is_final(merge_state(launch.run.read_status(), states[job]))}
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """--executor and the cluster resources, for core.sweep and its recipes."""
+    g = p.add_argument_group("where runs execute")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: subprocesses of this machine (--parallel at a time); slurm: one job array")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (one rank each)")
+    g.add_argument("--nodes-per-run", type=int, default=1, help="nodes per run (torchrun c10d rendezvous)")
+    g.add_argument("--ranks-per-run", type=int, default=0,
+                   help="training processes per run (default: one per GPU, or 1)")
+    g.add_argument("--cpus-per-rank", type=int, default=Resources.cpus_per_rank,
+                   help="CPU cores and torch threads per training process (slurm)")
+    g.add_argument("--time", default=Resources.time, help=f"time limit per job ({TIME_FORMATS}); a run "
+                   "that outlives it checkpoints and resumes in a requeued job")
+
+
+def make_executor(args: argparse.Namespace, root: Path, name: str) -> Executor:
+    """The executor the flags ask for; ValueError (before anything is submitted) if it cannot run."""
+    if args.executor == "local":
+        if args.partition or args.gpus_per_run or args.ranks_per_run or args.nodes_per_run != 1:
+            raise ValueError("--partition, --gpus-per-run, --nodes-per-run and --ranks-per-run need "
+                             "--executor slurm")
+        return LocalExecutor(args.parallel)
+    resources = Resources(args.partition, args.gpus_per_run, args.nodes_per_run, args.ranks_per_run,
+                          args.cpus_per_rank, args.time, max(1, args.parallel))
+    resources = check_slurm(resources)
+    return SlurmExecutor(slurm_folder(root, name), resources, job_name=name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
+    p.add_argument("--experiment", help="experiment folder (not with --recipe)")
+    p.add_argument("--recipe", default=None, help="named ablation with an lr sweep (cpu-ablation, "
+                   "cpu-variants, paper-ablation: core/recipes.py) or a model-size ladder (cpu-scaling, "
+                   "gpu-scaling: core/ladder.py)")
+    p.add_argument("--preset", default="micro")
+    p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
+    p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
+    p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
+                   help="a .py file registering your own FFN variant (repeatable)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time (local: each gets cores/K "
+                   "threads; slurm: the job array's parallelism)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-to", default="", metavar="NAMES",
+                   help=f"{LOG_TO_HELP} (every run of the grid)")
+    add_executor_args(p)
+    args = p.parse_args(argv)
+    try:
+        variants.load_plugins(args.ffn_module)
+        args.log_to = parse_backends(args.log_to)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.recipe:
+        return _main_recipe(args)
+    try:
+        if not args.experiment:
+            raise ValueError("give --experiment (or --recipe)")
+        validate_name(args.experiment, "experiment name")
+        if args.parallel < 1:
+            raise ValueError("--parallel must be >= 1")
+        cells = grid(args.preset, args.ffn + args.variant, args.seeds, args.overrides, args.steps, args.data)
+        root = runs_root(args.runs_dir)
+        todo = plan(cells, root, args.experiment)
+        executor = make_executor(args, root, args.experiment)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(cells)} runs in grid, {len(cells) - len(todo)} already completed, {len(todo)} to run")
+    codes = execute(todo, executor, progress=not args.no_progress, trackers=args.log_to)
+    failed = sorted(name for name, code in codes.items() if code != 0)
+    print(format_table(table1(experiment_records(root, args.experiment))))
+    for name in failed:
+        print(f"run {name} failed; see {Run.at(root, args.experiment, name).file('train.log')}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _main_recipe(args: argparse.Namespace) -> int:
+    from core.studies import (
+        ladder,
+        recipes,  # both build on this module
+    )
+
+    if args.recipe in ladder.LADDERS:
+        run, summary = ladder.run_ladder, ladder.summary_text
+    elif args.recipe in recipes.RECIPES:
+        run, summary = recipes.run_recipe, recipes.summary_text
+    else:
+        names = ", ".join([*recipes.RECIPES, *ladder.LADDERS])
+        print(f"error: unknown recipe {args.recipe!r}; choose one of {names}", file=sys.stderr)
+        return 2
+    root = runs_root(args.runs_dir)
+    try:
+        executor = make_executor(args, root, args.recipe)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    codes = run(args.recipe, root, executor, progress=not args.no_progress, trackers=args.log_to)
+    print(summary(args.recipe, root))
+    return 1 if any(code != 0 for code in codes.values()) else 0

@@ -1,0 +1,2 @@
+"""Studies: named ablations (lr sweeps, size ladders) and their reports.
+"""

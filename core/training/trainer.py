@@ -1,0 +1,682 @@
+"""Training loop: ``python -m core.train`` on CPU, one GPU, or many under ``torchrun``.
+
+AdamW (decay on matrices only), warmup + cosine, grad clipping, fixed-set evaluation,
+atomic checkpoints and exact resume. Rank 0 alone writes the run directory.
+"""
+
+import argparse
+import errno
+import functools
+import json
+import math
+import os
+import platform
+import resource
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from core import variants
+from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
+from core.jobs import launch
+from core.jobs.launch import MALLOC_ENV
+from core.metrics import AUX_LOSS, ELAPSED, GRAD_NORM, LR, PEAK_MEM, STEP, TOK_S, TOKENS, TRAIN_LOSS, VAL_LOSS
+from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
+from core.runs import Run, runs_root, validate_name
+from core.trackers import LOG_TO_HELP, Mirror, RunInfo, parse_backends
+from core.training.compile_check import require_compiled_gradients
+from core.training.data import Batches, load_tokens, val_batches
+from core.training.diagnostics import RoutingProbe, interference_probe, knockout_losses
+from core.training.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
+
+# sysexits' EX_TEMPFAIL: the run stopped on SIGUSR1 after a checkpoint; `--resume` continues it.
+EXIT_PREEMPTED = 75
+_PREEMPT = threading.Event()  # set by SIGUSR1: checkpoint at the next step boundary, then stop
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Dist()
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(config: RunConfig, world: Dist) -> torch.device:
+    """`auto` picks CUDA when present (one GPU per local rank), else CPU."""
+    name = config.train.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.world_size > 1:
+        name = f"cuda:{world.local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_context(config: RunConfig, device: torch.device):
+    """bf16 autocast on CUDA (or when asked); fp32 on CPU, where bf16 matmuls are ~100x slower."""
+    dtype = config.train.dtype
+    if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def lr_at(step: int, config: RunConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine decay."""
+    train = config.train
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    span = max(1, train.steps - train.warmup_steps)
+    progress = min(1.0, (step - train.warmup_steps) / span)
+    floor = train.lr * train.min_lr_ratio
+    return floor + (train.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fused_optimizer(device: torch.device) -> bool:
+    """Fused AdamW kernels on CUDA; foreach elsewhere (tests pin fused against it on CPU)."""
+    return device.type == "cuda"
+
+
+def build_optimizer(model: CausalLM, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (theta, alphas, norms and biases are exempt)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    other = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.train.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    extra = {"fused": True} if fused_optimizer(device) else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(config.train.beta1, config.train.beta2),
+                             **extra)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: max allocated; CPU: the process's max resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss is KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+def eval_micro_batches(batches: list, micro_batch: int, world: "Dist") -> list:
+    """This rank's share of the fixed val set in micro-batches: every val batch's rows split
+    across ranks (as the training batch is), then into micro-batches."""
+    out = []
+    for x, y in batches:
+        x, y = x.tensor_split(world.world_size)[world.rank], y.tensor_split(world.world_size)[world.rank]
+        if not len(x):
+            raise ValueError(f"the val set has batches of {len(y)} sequences, fewer than the "
+                             f"{world.world_size} ranks; raise data.val_fraction or data.max_bytes")
+        out += list(zip(x.split(micro_batch), y.split(micro_batch)))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.device,
+             world: "Dist | None" = None) -> dict:
+    """Mean val loss per target token over `batches` (this rank's micro-batches, see
+    :func:`eval_micro_batches`), pooled over ranks, plus per-layer routing/threshold/sparsity
+    metrics (dual). The loss is summed chunk by chunk: no logits, no gradient work."""
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
+    with RoutingProbe(model) as probe:  # routing/threshold/sparsity/alpha metrics of the same pass
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            with autocast_context(config, device):
+                out = model(x, y, return_logits=False)
+            targets = (y != -100).sum().double()
+            totals += torch.stack([(out.loss - out.aux_loss).double() * targets, targets])
+        if world is not None and world.world_size > 1:
+            dist.all_reduce(totals)
+            probe.all_reduce(dist.all_reduce)
+    model.train()
+    return {VAL_LOSS: (totals[0] / totals[1].clamp(min=1)).item(), **probe.metrics()}
+
+
+class Trainer:
+    """One training run: model, optimizer, data and the run directory it reports to."""
+
+    def __init__(self, config: RunConfig, run: Run | None, world: Dist, progress: bool = True):
+        self.config, self.run, self.world, self.progress = config, run, world, progress
+        self.device = resolve_device(config, world)
+        if config.train.batch_size % world.world_size:
+            raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by the "
+                             f"{world.world_size} ranks")
+        if config.train.compile:  # before any data work: a broken compiler fails fast
+            require_compiled_gradients(config.model, self.device)
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(config.model).to(self.device)
+        self.micro_batch = self._micro_batch(config.train.batch_size // world.world_size)
+        self.grad_accum = config.train.batch_size // world.world_size // self.micro_batch
+        self.tokens_data = self._load_tokens(progress)
+        self.batches = Batches(self.tokens_data.train, config.train.batch_size, config.train.seq_len,
+                               config.train.seed)
+        self.val = val_batches(self.tokens_data.val, config.train.batch_size, config.train.seq_len,
+                               config.train.eval_batches)
+        self.val_share = eval_micro_batches(self.val, self.micro_batch, world)
+        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.step, self.tokens, self.elapsed = 0, 0, 0.0
+        self.last_finite_loss: float | None = None
+        self.mirror: Mirror | None = None  # rank 0's copy of the metric lines to trackers
+        self.step_model = self._wrap_model()
+
+    def _micro_batch(self, per_rank: int) -> int:
+        """The configured micro-batch, or (grad_accum=0) the largest that fits every rank."""
+        ranks = self.world.world_size
+        micro = resolve_micro_batch(self.model, self.config, self.device, ranks, self._autocast)
+        if self.config.train.grad_accum == 0 and ranks > 1:  # ranks accumulate alike: the smallest
+            chosen = torch.tensor(micro, device=self.device)
+            dist.all_reduce(chosen, op=dist.ReduceOp.MIN)
+            micro = max(m for m in micro_batch_candidates(per_rank) if m <= chosen.item())
+        return micro
+
+    def _load_tokens(self, progress: bool):
+        """Rank 0 builds the token cache first; the other ranks then open it."""
+        distributed = self.world.world_size > 1
+        if distributed and not self.world.main:
+            dist.barrier()
+        data = load_tokens(self.config.data, self.config.model.vocab_size,
+                           progress=progress and self.world.main)
+        if distributed and self.world.main:
+            dist.barrier()
+        return data
+
+    def _wrap_model(self) -> torch.nn.Module:
+        model = self.model
+        if self.config.train.compile:
+            model = torch.compile(model)
+        if self.world.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    # checkpoint state ---------------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "tokens": self.tokens,
+                "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(),
+                "last_finite_loss": self.last_finite_loss}
+
+    def restore(self, weights: dict, state: dict) -> None:
+        load_weights_state(self.model, {k: v.to(self.device) for k, v in weights.items()})
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.tokens, self.elapsed = state["step"], state["tokens"], state["elapsed"]
+        self.last_finite_loss = state.get("last_finite_loss")
+
+    def save_checkpoint(self) -> None:
+        if self.world.main and self.run is not None:
+            self.run.save_checkpoint(weights_state(self.model), self.trainer_state(), self.step)
+
+    # one step ------------------------------------------------------------------------------------
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step over the global batch; returns (loss, aux, grad norm) on device."""
+        lr = lr_at(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.batches.get(self.step, self.world.rank, self.world.world_size)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        accum = self.grad_accum
+        loss_sum = torch.zeros((), device=self.device)
+        aux_sum = torch.zeros((), device=self.device)
+        for i in range(accum):
+            rows = slice(i * self.micro_batch, (i + 1) * self.micro_batch)
+            sync = i == accum - 1 or self.world.world_size == 1
+            no_sync = getattr(self.step_model, "no_sync", nullcontext)
+            with (nullcontext() if sync else no_sync()), autocast_context(self.config, self.device):
+                out = self.step_model(x[rows], y[rows], return_logits=False)
+                (out.loss / accum).backward()
+            loss_sum += out.loss.detach().float() / accum
+            aux_sum += out.aux_loss.detach().float() / accum
+        clip = self.config.train.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += self.config.train.batch_size * self.config.train.seq_len
+        return loss_sum, aux_sum, grad_norm
+
+    def _global_mean(self, *values: torch.Tensor) -> list[float]:
+        stacked = torch.stack([v.float() for v in values])
+        if self.world.world_size > 1:
+            dist.all_reduce(stacked)
+            stacked /= self.world.world_size
+        return stacked.tolist()
+
+    # the loop ------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to `train.steps`, logging, evaluating and checkpointing; returns the summary."""
+        cfg = self.config.train
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.world.main),
+                   desc=self.run.name if self.run else "train", unit="step", dynamic_ncols=True)
+        window_start, window_tokens, tok_rates = time.perf_counter(), 0, []
+        while self.step < cfg.steps:
+            loss, aux, grad_norm = self.train_step()
+            window_tokens += cfg.batch_size * cfg.seq_len
+            bar.update(1)
+            done = self.step == cfg.steps
+            log_due = self.step % cfg.log_every == 0 or done
+            checkpoint_due = self.step % cfg.checkpoint_every == 0 or done
+            # A checkpoint step off the log cadence still checks loss and gradient, so NaN weights
+            # never replace the last good checkpoint (the check is collective under DDP).
+            if log_due or (checkpoint_due and not self._finite(loss, grad_norm)):
+                loss_v, aux_v, norm_v = self._global_mean(loss, aux, grad_norm)
+                now = time.perf_counter()
+                rate = window_tokens / max(now - window_start, 1e-9)
+                self.elapsed += now - window_start
+                window_start, window_tokens = now, 0
+                tok_rates.append(rate)
+                record = self._train_record(loss_v, aux_v, norm_v, rate)
+                if math.isfinite(loss_v) and (self.step % cfg.eval_every == 0 or done):
+                    record.update(self._evaluate())
+                    window_start = time.perf_counter()  # evaluation is not training throughput
+                self._log(record)  # logged before the check: the curves show where it broke
+                self._check_finite(record)
+                bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{rate:,.0f}")
+            if checkpoint_due:
+                self.save_checkpoint()
+                window_start = time.perf_counter()  # checkpoint time is not training throughput
+            if not done and self._preempt_requested():
+                if not checkpoint_due:
+                    self.save_checkpoint()
+                raise RunPreempted(f"preempted at step {self.step}: checkpointed; continue with --resume")
+        bar.close()
+        return self._summary(tok_rates)
+
+    def _autocast(self):
+        return autocast_context(self.config, self.device)
+
+    def _preempt_requested(self) -> bool:
+        """Whether any rank got SIGUSR1: every rank stops at the same step (one tiny all-reduce)."""
+        if self.world.world_size == 1:
+            return _PREEMPT.is_set()
+        flag = torch.tensor(float(_PREEMPT.is_set()), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _evaluate(self) -> dict:
+        """Val loss and routing metrics; on rank 0 also the pathway-interference probe."""
+        record = evaluate(self.model, self.val_share, self.config, self.device, self.world)
+        if self.config.train.diagnostics and self.world.main:
+            x, y = self.val[0]
+            rows = max(1, min(PROBE_ROWS, self.micro_batch, x.shape[0]))
+            record.update(interference_probe(self.model, x[:rows], y[:rows], self.device, self._autocast))
+        return record
+
+    def _finite(self, *values: torch.Tensor) -> bool:
+        return all(math.isfinite(v) for v in self._global_mean(*values))
+
+    def _check_finite(self, record: dict) -> None:
+        """Raise TrainingDiverged when the loss or the gradient norm is NaN/inf: a NaN gradient
+        has already poisoned the weights. Remembers the last finite train loss."""
+        if math.isfinite(record[TRAIN_LOSS]):
+            self.last_finite_loss = record[TRAIN_LOSS]
+        for key in (TRAIN_LOSS, VAL_LOSS, GRAD_NORM):
+            value = record.get(key)
+            if value is not None and not math.isfinite(value):
+                raise TrainingDiverged(f"{key} became {value} at step {self.step}; last finite train "
+                                       f"loss {self.last_finite_loss}")
+
+    def _train_record(self, loss: float, aux: float, grad_norm: float, rate: float) -> dict:
+        return {STEP: self.step, TOKENS: self.tokens, ELAPSED: round(self.elapsed, 3),
+                LR: lr_at(self.step - 1, self.config), TRAIN_LOSS: loss - aux, AUX_LOSS: aux,
+                GRAD_NORM: grad_norm, TOK_S: rate, PEAK_MEM: peak_memory_gb(self.device)}
+
+    def _log(self, record: dict) -> None:
+        if self.world.main and self.run is not None:
+            self.run.append_metrics(record)
+            if self.mirror is not None:
+                self.mirror.log(record)
+            self.run.write_status("running", step=self.step, pid=os.getpid())
+
+    def _summary(self, tok_rates: list[float]) -> dict:
+        records, _ = self.run.read_metrics(0) if self.run else ([], 0)
+        val = [r[VAL_LOSS] for r in records if VAL_LOSS in r]
+        steady = tok_rates[1:] or tok_rates  # the first window includes warm-up
+        knockout = {}
+        if self.config.train.diagnostics and self.world.main:
+            everything = eval_micro_batches(self.val, self.micro_batch, Dist())
+            knockout = knockout_losses(self.model, everything, self.device, self._autocast)
+        return {"final_val_loss": val[-1] if val else None, "steps": self.step, "tokens": self.tokens,
+                **({"knockout": knockout} if knockout else {}),
+                "elapsed_s": self.elapsed, "tok_s": sum(steady) / max(1, len(steady)),
+                "peak_mem_gb": peak_memory_gb(self.device),
+                "params_total": parameter_counts(self.model)["total"],
+                "variant": variant_label(self.config.model), "seed": self.config.train.seed,
+                "world_size": self.world.world_size}
+
+
+def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1,
+               micro_batch: int | None = None) -> dict:
+    """What config.json holds (core.jobs.launch.run_record), with the running torch's version."""
+    return launch.run_record(config, str(device), world_size, micro_batch, torch.__version__)
+
+
+def _failure_message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"disk full or file too large while writing ({error.strerror}): {error.filename or ''}"
+    return f"{type(error).__name__}: {error}"
+
+
+def prepare_run(run: Run, config: RunConfig, resume: bool) -> bool:
+    """Check `run` can take `config`; return True when it resumes from a checkpoint."""
+    stored = run.read_config()
+    if stored is not None and RunConfig.from_dict(stored) != config:
+        raise ValueError(f"run folder {run.path} holds a different config; pass the same options "
+                         "with --resume, or choose another --run/--experiment")
+    status = run.read_status().get("state")
+    has_checkpoint = run.checkpoint_dir() is not None
+    if stored is not None and has_checkpoint and not resume:
+        raise ValueError(f"run folder {run.path} already has a checkpoint ({status}); pass --resume "
+                         "to continue it, or choose another --run")
+    return resume and has_checkpoint
+
+
+def train(config: RunConfig, run: Run | None, resume: bool = False, progress: bool = True,
+          trackers: tuple[str, ...] = ()) -> dict:
+    """Train `config`, reporting to `run` (None: no files) and mirroring its metric lines to
+    `trackers` (names of :data:`core.trackers.BACKENDS`); returns the summary dict."""
+    trackers = parse_backends(trackers)  # a bad name fails before anything is written
+    world = init_distributed(resolve_device(config, Dist()).type)
+    try:
+        return _train(config, run, world, resume, progress, trackers)
+    finally:
+        if world.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _train(config: RunConfig, run: Run | None, world: Dist, resume: bool, progress: bool,
+           trackers: tuple[str, ...]) -> dict:
+    resuming = prepare_run(run, config, resume) if run is not None else False
+    if run is not None and resume and run.read_status().get("state") == "completed":
+        return run.read_summary()
+    trainer = Trainer(config, run, world, progress)  # data errors surface before any file is made
+    if run is None:
+        return trainer.fit()
+    if not world.main:
+        _restore_if(trainer, run, resuming)
+        return trainer.fit()
+    with run.lock():
+        return _train_main(trainer, run, resuming, trackers)
+
+
+def _restore_if(trainer: Trainer, run: Run, resuming: bool) -> None:
+    if resuming:
+        checkpoint = run.load_checkpoint()
+        if checkpoint is not None:
+            trainer.restore(*checkpoint)
+
+
+def _train_main(trainer: Trainer, run: Run, resuming: bool, trackers: tuple[str, ...]) -> dict:
+    record = run_record(trainer.config, trainer.device, trainer.world.world_size, trainer.micro_batch)
+    run.write_config(record)
+    run.save_tokenizer(trainer.tokens_data.tokenizer_path)
+    _restore_if(trainer, run, resuming)
+    run.truncate_metrics(trainer.step)
+    info = RunInfo(run.experiment, run.name, record["variant"], run.path, record, resuming, trainer.step)
+    trainer.mirror = Mirror(trackers, info)
+    try:  # completed, failed or interrupted: the trackers get what was logged
+        return _fit_and_record(trainer, run)
+    finally:
+        trainer.mirror.close()
+
+
+def _fit_and_record(trainer: Trainer, run: Run) -> dict:
+    """Fit, recording the outcome in the run's status (and the summary when it completes)."""
+    try:  # a SIGINT during the first status write must still end as "cancelled"
+        run.write_status("running", pid=os.getpid(), step=trainer.step, error=None, started=time.time(),
+                         start_step=trainer.step)
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        run.write_status("cancelled", step=trainer.step, error="interrupted")
+        raise
+    except RunPreempted:
+        run.write_status("preempted", step=trainer.step, error=None)
+        raise
+    except BaseException as error:
+        _record_failure(run, trainer, error)
+        raise
+    run.write_summary(summary)
+    run.write_status("completed", step=trainer.step)
+    return summary
+
+
+def _record_failure(run: Run, trainer: Trainer, error: BaseException) -> None:
+    fields = {"step": trainer.step, "error": _failure_message(error)}
+    if isinstance(error, TrainingDiverged):
+        fields["last_finite_loss"] = trainer.last_finite_loss
+    try:
+        run.write_status("failed", **fields)
+    except OSError as status_error:  # the disk that failed the run may refuse this too
+        print(f"error: could not record the failure in {run.file('status.json')}: "
+              f"{_failure_message(status_error)}", file=sys.stderr)
+
+
+# CLI ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.train", description="Train one run.")
+    p.add_argument("--preset", default=None, help="micro, tiny, small or paper (default micro)")
+    p.add_argument("--config", default=None, metavar="PATH",
+                   help="start from a config file instead of a preset, e.g. a run's config.json "
+                        "(flags below still apply on top)")
+    p.add_argument("--ffn", default=None, help="FFN variant (python -m core.config --list shows them)")
+    p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
+                   help="a .py file registering your own FFN variant (repeatable; also "
+                   f"${variants.PLUGIN_ENV})")
+    p.add_argument("--variant", default=None, help="variant label, e.g. dual+ffn_share=none")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--data", default=None, help="builtin, fineweb, hf:owner/name[:config] or a path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--experiment", default="default", help="experiment folder inside the runs root")
+    p.add_argument("--run", default=None, help="run name (default <variant>-s<seed>)")
+    p.add_argument("--run-dir", default=None, help="explicit run folder (overrides --experiment/--run)")
+    p.add_argument("--runs-dir", default=None, help="runs root (default $RUNS_DIR or ./runs)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-to", default="", metavar="NAMES", help=LOG_TO_HELP)
+    p.add_argument("--plan", action="store_true",
+                   help="print parameters, micro-batch, FLOPs and peak memory per stage; do not train")
+    p.add_argument("--time-steps", type=int, default=0, metavar="N",
+                   help="time N optimizer steps and one evaluation on random tokens, print JSON; "
+                   "do not train")
+    return p
+
+
+def time_steps(config: RunConfig, n: int) -> dict:
+    """``--time-steps N``: seconds per optimizer step (median of `n`, after one warm-up step) and
+    for one evaluation, on random tokens with the run's model, micro-batch and optimizer."""
+    device = resolve_device(config, Dist())
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model).to(device)
+    optimizer = build_optimizer(model, config, device)
+    autocast = functools.partial(autocast_context, config, device)
+    micro = resolve_micro_batch(model, config, device, autocast=autocast)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
+                        generator=generator).to(device)
+    batch = eval_micro_batches([(ids[:, :-1], ids[:, 1:])], micro, Dist())
+    times = [_timed(lambda: _optimizer_step(model, optimizer, batch, config, autocast), device)
+             for _ in range(n + 1)][1:]
+    eval_s = _timed(lambda: evaluate(model, batch * config.train.eval_batches, config, device), device)
+    return {"step_s": sorted(times)[len(times) // 2], "eval_s": eval_s, "micro_batch": micro,
+            "device": str(device)}
+
+
+def _optimizer_step(model, optimizer, micro_batches: list, config: RunConfig, autocast) -> None:
+    for x, y in micro_batches:
+        with autocast():
+            (model(x, y, return_logits=False).loss / len(micro_batches)).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _timed(fn, device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def print_plan(config: RunConfig) -> None:
+    """``--plan``: measure every stage on this machine's device at the micro-batch the run would
+    use, on random tokens (no data is loaded, nothing is written)."""
+    device = resolve_device(config, Dist())
+    if config.train.compile:
+        require_compiled_gradients(config.model, device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model).to(device)
+    autocast = functools.partial(autocast_context, config, device)
+    bf16 = config.train.dtype == "bf16" or (config.train.dtype == "auto" and device.type == "cuda")
+    print(format_plan(run_plan(model, config, device, autocast, bf16)))
+
+
+def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
+    """Build the run config from CLI flags; with --resume and no shape flags, the stored one."""
+    shaped = any(v is not None for v in (args.preset, args.config, args.ffn, args.variant, args.seed,
+                                         args.steps, args.data)) or args.overrides
+    if args.resume and stored is not None and not shaped:
+        return RunConfig.from_dict(stored)
+    overrides = []
+    if args.variant:
+        overrides += parse_variant(args.variant)[1]
+    if args.ffn:
+        overrides.append(f"model.ffn={args.ffn}")
+    overrides += [f"train.seed={args.seed}"] * (args.seed is not None)
+    overrides += [f"train.steps={args.steps}"] * (args.steps is not None)
+    overrides += [f"data.source={args.data}"] * (args.data is not None)
+    return apply_overrides(_base_config(args), overrides + args.overrides)
+
+
+def _base_config(args: argparse.Namespace) -> RunConfig:
+    """The preset, or the config file of --config (a run's config.json reproduces that run)."""
+    if args.config is None:
+        return preset(args.preset or "micro")
+    if args.preset is not None:
+        raise ValueError("give --preset or --config, not both")
+    try:
+        raw = json.loads(Path(args.config).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--config {args.config}: cannot be read as JSON: {error}") from None
+    try:
+        return RunConfig.from_dict(raw)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"--config {args.config}: not a run config: {error}") from None
+
+
+def resolve_run(args: argparse.Namespace, config: RunConfig | None) -> Run:
+    """The run folder named by --run-dir, or by --experiment/--run inside the runs root."""
+    if args.run_dir:
+        return Run(args.run_dir)
+    validate_name(args.experiment, "experiment name")
+    name = args.run or f"{variant_label(config.model)}-s{config.train.seed}"
+    return Run.at(runs_root(args.runs_dir), args.experiment, name)
+
+
+def reexec_with_malloc_env() -> None:
+    """Re-run this CLI once with glibc's allocator tuned: large activation buffers stay mapped
+    instead of being returned to the OS each step (page faults were a large share of a CPU step)."""
+    if platform.system() != "Linux" or os.environ.get("EXPLORER_NO_MALLOC_TUNING"):
+        return
+    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
+              {**os.environ, **MALLOC_ENV})
+
+
+class RunPreempted(Exception):
+    """SIGUSR1 stopped the run after a checkpoint (a scheduler's warning before preemption or
+    the time limit); resuming continues exactly from that checkpoint."""
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_stop_signals() -> None:
+    """SIGTERM (scancel, a scheduler stopping the job) and SIGINT end the run as cancelled;
+    SIGUSR1 (SLURM's ``--signal=USR1@90``) checkpoints at the next step and ends it as preempted."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    # A process started with SIGINT ignored (`python app.py &` from a script, nohup) passes SIG_IGN
+    # to its children and Python keeps it: the app's cancel would go unheard.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _PREEMPT.set())
+
+
+def ignore_file_size_signal() -> None:
+    """Past RLIMIT_FSIZE the kernel sends SIGXFSZ, which kills silently by default; ignored, the
+    write fails with EFBIG instead, and the run ends `failed` with a disk message. CPython ignores
+    it at start-up already: set here so the guarantee does not rest on an interpreter detail."""
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ignore_file_size_signal()
+    handle_stop_signals()
+    try:
+        variants.load_plugins(args.ffn_module)
+        trackers = parse_backends(args.log_to)
+        config = config_from_args(args)
+        run = resolve_run(args, config)
+        if args.resume:
+            config = config_from_args(args, run.read_config())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.time_steps < 0:
+        print(f"error: --time-steps must be >= 1, got {args.time_steps}", file=sys.stderr)
+        return 2
+    if args.plan or args.time_steps:
+        try:
+            if args.plan:
+                print_plan(config)
+            else:
+                print(json.dumps(time_steps(config, args.time_steps)))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        summary = train(config, run, resume=args.resume, progress=not args.no_progress, trackers=trackers)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RunPreempted as stop:
+        print(f"{run.path}: {stop}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except Exception as error:  # the run's status holds the same message
+        print(f"error: {_failure_message(error)}", file=sys.stderr)
+        return 1
+    if summary.get("final_val_loss") is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"{run.path}: final val loss {summary['final_val_loss']:.4f} after {summary['steps']} steps")
+    return 0
