@@ -22,7 +22,8 @@ import yaml
 
 from core.analysis.stats import format_table, table1
 from core.config import apply_overrides, preset
-from core.jobs.sweep import grid, plan
+from core.jobs.launch import grid
+from core.jobs.runner import plan
 from core.runs import Run, experiment_records, hub_dataset_repo, list_experiments, list_runs
 from core.sharing import hub
 from core.training.trainer import run_record

@@ -5,7 +5,7 @@ from core.studies.recipes import RECIPES, Recipe, best_lrs, comparison_records, 
 
 
 def test_recipes_are_valid_grids():
-    from core.jobs.sweep import grid
+    from core.jobs.launch import grid
 
     for name, recipe in RECIPES.items():
         assert recipe.shared_lr in recipe.lrs, name

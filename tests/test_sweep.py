@@ -3,7 +3,7 @@ import json
 import pytest
 
 from core.analysis.stats import table1
-from core.jobs.sweep import grid
+from core.jobs.launch import grid
 from core.runs import experiment_records
 from tests.conftest import FAST, run_cli
 

@@ -21,8 +21,8 @@ from core.analysis.stats import X_KEYS, metric_series, seed_band, table1
 from core.config import PRESETS, apply_overrides, parse_variant, preset, variant_label
 from core.jobs.estimate import StepTimes, run_seconds
 from core.jobs.executors import Resources
+from core.jobs.launch import grid
 from core.jobs.manager import JobManager
-from core.jobs.sweep import grid
 from core.metrics import LOSSES, VAL_LOSS
 from core.runs import (
     ExperimentWatcher,

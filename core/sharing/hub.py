@@ -34,7 +34,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 
 from core.analysis.stats import TABLE1_CELLS, TABLE1_NOTE, table1, table1_cells
 from core.config import RunConfig, variant_label
-from core.jobs.sweep import grid
+from core.jobs.launch import grid
 from core.metrics import VAL_LOSS
 from core.runs import (
     Run,

@@ -18,7 +18,8 @@ from pathlib import Path
 from core import variants
 from core.analysis.stats import table1
 from core.jobs.executors import Executor, LocalExecutor
-from core.jobs.sweep import Cell, execute, grid, plan
+from core.jobs.launch import Cell, grid
+from core.jobs.runner import execute, plan
 from core.metrics import VAL_LOSS, parse_key
 from core.runs import experiment_records
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from core.analysis.stats import format_table, table1
 from core.jobs.executors import Executor, LocalExecutor
-from core.jobs.sweep import execute, grid, plan
+from core.jobs.launch import grid
+from core.jobs.runner import execute, plan
 from core.runs import experiment_records
 
 
