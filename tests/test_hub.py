@@ -506,7 +506,7 @@ def test_pull_at_start(experiment, tmp_path, fake_download, monkeypatch, caplog)
     calls = len(fake_download)
     assert hub.pull_at_start(target, env={"EXPLORER_HUB_EXPERIMENT": "me/exp"}) == "exp"
     assert len(fake_download) == calls  # already there: kept, not pulled again
-    with caplog.at_level("WARNING", logger="core.hub"):
+    with caplog.at_level("WARNING", logger="core.sharing.hub"):
         assert hub.pull_at_start(target, env={"EXPLORER_HUB_EXPERIMENT": "not a repo"}) is None
         monkeypatch.setattr(hub, "require_hub", _offline)
         assert hub.pull_at_start(target, env={"EXPLORER_HUB_EXPERIMENT": "me/other"}) is None

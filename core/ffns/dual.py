@@ -43,6 +43,17 @@ COLLAPSE_BAND = (0.05, 0.95)  # mean sparse weight outside this band: the router
 PROJECTIONS = ("gate", "up", "down")
 
 
+def router_mode(options: dict) -> dict:
+    """Router arguments of the ``ffn_router`` option: a learned router or one of its controls.
+    ``sparse_only`` / ``dense_only`` train one path alone (the other gets weight 0 throughout),
+    unlike the knock-outs, which switch a path off in a model trained with both."""
+    kind = options["ffn_router"]
+    fixed = {"fixed": options["router_fixed_weight"], "sparse_only": 1.0, "dense_only": 0.0}
+    if kind in fixed:
+        return {"mode": "fixed", "fixed_weights": (1.0 - fixed[kind], fixed[kind])}
+    return {"mode": kind}
+
+
 @register_ffn(SPEC)
 class DualPathFFN(FFN):
     def __init__(self, config):
@@ -58,7 +69,7 @@ class DualPathFFN(FFN):
         if self.share == "none":
             self.sparse_up_proj, self.sparse_down_proj = linear(d, h), linear(h, d)
         self.router = Router(d, 2, options["router_temperature"], options["router_z_loss"],
-                             options["router_balance_loss"])
+                             options["router_balance_loss"], **router_mode(options))
         # The fused kernel covers the shared-projection path.
         self.fused = options["ffn_fused"] and self.share == "all"
         self.threshold = torch.nn.Parameter(torch.tensor(float(options["threshold_init"])))
@@ -66,9 +77,8 @@ class DualPathFFN(FFN):
         self.alpha_sparse = torch.nn.Parameter(torch.tensor(1.0))
 
     def post_init(self) -> None:
-        # a zero router starts every token at (1/2, 1/2)
-        torch.nn.init.zeros_(self.router.proj.weight)
-        torch.nn.init.zeros_(self.router.proj.bias)
+        # a zero learned router starts every token at (1/2, 1/2)
+        self.router.reset_parameters()
 
     def sparse_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate and up pre-activations of the sparse path (g_s, u_s)."""

@@ -34,8 +34,13 @@ class MixtureOfExperts(FFN):
         self.num_experts, self.top_k = options["moe_experts"], options["moe_top_k"]
         self.renormalize = options["moe_renormalize"]
         self.router = Router(config.hidden_size, self.num_experts, 1.0, options["router_z_loss"],
-                             options["router_balance_loss"], self.top_k)
+                             options["router_balance_loss"], self.top_k, mode=options["moe_router"])
         self.experts = nn.ModuleList(SwiGLU(config) for _ in range(self.num_experts))
+
+    def post_init(self) -> None:
+        # a learned router keeps the model's N(0, 0.02) init; the frozen control draws its map
+        if self.router.mode == "frozen_random":
+            self.router.reset_parameters()
 
     def route(self, x: torch.Tensor):
         """Router weights [N, n] (fp32), aux loss, and each token's chosen experts and their

@@ -18,6 +18,9 @@ SPEC = FFNSpec(
         Option("moe_renormalize", False, "renormalise the chosen experts' weights to sum to 1"),
         Option("router_balance_loss", 1e-2, "weight of the Switch load-balance loss", minimum=0),
         Option("router_z_loss", 1e-3, "weight of the router z-loss", minimum=0),
+        # uniform or fixed weights would send every token to the same top-k experts: not offered
+        Option("moe_router", "learned", "the router, or a control: a random map frozen at init",
+               choices=("learned", "frozen_random")),
     ),
     stats=(
         Stat("top_expert", "index of the expert with the largest router weight", high=None),
