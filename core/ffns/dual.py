@@ -10,6 +10,8 @@ Diagnostics it logs per layer (``group/L{i}/name``; definitions also in core.dia
 routing (router weights w = softmax(logits / temperature), w = (w_dense, w_sparse))
   sparse_weight    mean w_sparse over tokens
   mostly_sparse    fraction of tokens with w_sparse > 0.5
+  all_sparse       fraction of tokens with w_sparse > 0.95 (sent wholly to the sparse path)
+  all_dense        fraction of tokens with w_sparse < 0.05 (sent wholly to the dense path)
   entropy          mean per-token entropy H(w), in bits (1 = an even split, 0 = a hard choice)
   entropy_of_mean  H(mean w), in bits
   mutual_info      entropy_of_mean - entropy = I(path; token) >= 0
@@ -40,6 +42,7 @@ from core.ffns.thresholds import fused_mix, score, threshold_activation, window
 from core.variants import register_ffn
 
 COLLAPSE_BAND = (0.05, 0.95)  # mean sparse weight outside this band: the router has collapsed
+SATURATED = 0.05  # a token with a path's weight below this is sent wholly to the other path
 PROJECTIONS = ("gate", "up", "down")
 
 
@@ -188,6 +191,8 @@ def routing_sums(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     w = logits.softmax(-1)
     return {"tokens": torch.tensor(float(w.shape[0]), dtype=torch.float64), "weight": w.sum(0),
             "mostly_sparse": (w[:, 1] > 0.5).double().sum(), "entropy": entropy_bits(w).sum(),
+            "all_sparse": (w[:, 0] < SATURATED).double().sum(),
+            "all_dense": (w[:, 1] < SATURATED).double().sum(),
             "logit_sq": logits.pow(2).sum()}
 
 
@@ -198,6 +203,7 @@ def routing_summary(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     entropy, of_mean = sums["entropy"].item() / n, entropy_bits(mean_w).item()
     low, high = COLLAPSE_BAND
     return {"sparse_weight": sparse, "mostly_sparse": sums["mostly_sparse"].item() / n,
+            "all_sparse": sums["all_sparse"].item() / n, "all_dense": sums["all_dense"].item() / n,
             "entropy": entropy, "entropy_of_mean": of_mean, "mutual_info": of_mean - entropy,
             "collapsed": float(not low <= sparse <= high),
             "logit_rms": math.sqrt(sums["logit_sq"].item() / (2 * n))}
