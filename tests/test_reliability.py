@@ -593,7 +593,7 @@ def test_inspect_text_gives_tokens_or_a_value_error(inspect_explorer):
 
 
 def test_hub_repo_ids_give_a_value_error_or_a_safe_experiment(tmp_path, monkeypatch):
-    hub = pytest.importorskip("core.hub")
+    hub = pytest.importorskip("core.sharing.hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a valid id is refused at once, with no network
     root = tmp_path / "runs"
     outside = _outside(tmp_path)
