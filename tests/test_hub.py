@@ -25,7 +25,7 @@ from core.config import apply_overrides, preset
 from core.jobs.launch import grid
 from core.jobs.runner import plan
 from core.runs import Run, experiment_records, hub_dataset_repo, list_experiments, list_runs
-from core.sharing import hub
+from core.sharing import hub, hub_common
 from core.training.trainer import run_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,8 +93,8 @@ def hub_calls(monkeypatch):
         card = (folder / "README.md").read_text()
         calls.append(("upload_folder", {**kwargs, "files": files, "card": card}))
 
-    monkeypatch.setattr(hub, "require_hub", lambda what: None)
-    monkeypatch.setattr(hub, "get_token", lambda: "hf_test_token")
+    monkeypatch.setattr(hub_common, "require_hub", lambda what: None)
+    monkeypatch.setattr(hub_common, "get_token", lambda: "hf_test_token")
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     return calls
@@ -177,7 +177,7 @@ def test_push_of_a_missing_experiment_is_refused(tmp_path, hub_calls):
 
 def test_push_without_token_fails_before_any_hub_call(experiment, hub_calls, monkeypatch):
     root, name = experiment
-    monkeypatch.setattr(hub, "get_token", lambda: None)
+    monkeypatch.setattr(hub_common, "get_token", lambda: None)
     with pytest.raises(hub.HubError, match="token with write access.*HF_TOKEN"):
         hub.push(name, "me/exp", runs_dir=root)
     assert hub_calls == []
@@ -287,7 +287,7 @@ def fake_hub_repo(root: Path, experiment: str, dest: Path, **kwargs) -> Path:
 def fake_download(monkeypatch, tmp_path):
     """snapshot_download copying from tmp_path/'hub'/<owner>/<name>, honouring allow_patterns."""
     calls = []
-    monkeypatch.setattr(hub, "require_hub", lambda what: None)
+    monkeypatch.setattr(hub_common, "require_hub", lambda what: None)
 
     def snapshot_download(repo_id, repo_type=None, revision=None, local_dir=None, allow_patterns=None):
         calls.append({"repo_id": repo_id, "repo_type": repo_type, "local_dir": local_dir})
@@ -508,7 +508,7 @@ def test_pull_at_start(experiment, tmp_path, fake_download, monkeypatch, caplog)
     assert len(fake_download) == calls  # already there: kept, not pulled again
     with caplog.at_level("WARNING", logger="core.sharing.hub"):
         assert hub.pull_at_start(target, env={"EXPLORER_HUB_EXPERIMENT": "not a repo"}) is None
-        monkeypatch.setattr(hub, "require_hub", _offline)
+        monkeypatch.setattr(hub_common, "require_hub", _offline)
         assert hub.pull_at_start(target, env={"EXPLORER_HUB_EXPERIMENT": "me/other"}) is None
     warnings = [r.getMessage() for r in caplog.records]
     assert any("EXPLORER_HUB_EXPERIMENT=not a repo was not pulled: invalid Hub repo" in w for w in warnings)

@@ -19,7 +19,6 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-import core.training.diagnostics
 from core import variants
 from core.analysis.band_plot import band_traces, variant_color
 from core.analysis.stats import TABLE1_CELLS, TABLE1_NOTE, seed_band, table1, table1_cells
@@ -270,7 +269,9 @@ def _glossary(records: list[dict]) -> str:
         except ValueError:  # a plugin variant whose file is not loaded here
             continue
         docs.append(f"{name}: {(module.__doc__ or '').strip()}")
-    generic = core.training.diagnostics.__doc__ or ""
+    from core.training import diagnostics  # its docstring; torch only when a page is built
+
+    generic = diagnostics.__doc__ or ""
     docs.append(generic[generic.find("interference ("):].strip())
     return "\n\n".join(docs)
 

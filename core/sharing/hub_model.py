@@ -20,7 +20,15 @@ from core import variants
 from core.analysis.stats import TABLE1_NOTE, table1
 from core.config import RunConfig
 from core.runs import Run, experiment_records, hub_dataset_repo, runs_root
-from core.sharing import hub
+from core.sharing import hub_common
+from core.sharing.hub_common import (
+    CARD,
+    HubError,
+    hub_failure,
+    markdown_table,
+    sweep_commands,
+    validate_repo_id,
+)
 
 
 def resolve_run(spec: str, runs_dir: str | Path | None = None) -> Run:
@@ -32,7 +40,7 @@ def resolve_run(spec: str, runs_dir: str | Path | None = None) -> Run:
             return candidate
     run = Run(spec)
     if not run.exists():
-        raise hub.HubError(f"no run {spec!r}: give EXPERIMENT/RUN under {runs_root(runs_dir)} or a run "
+        raise HubError(f"no run {spec!r}: give EXPERIMENT/RUN under {runs_root(runs_dir)} or a run "
                        "folder with config.json")
     return run
 
@@ -95,13 +103,13 @@ def _results(record: dict, records: list[dict], experiment: str) -> list[str]:
     if len(row) and row.iloc[0]["seeds"] >= 2:
         lines[0] += (f" Its variant over {row.iloc[0]['seeds']} seeds of experiment `{experiment}`: "
                      f"{row.iloc[0]['val_loss']} (mean ± sample std).")
-    return lines + ["", "The experiment's Table 1. " + TABLE1_NOTE, "", hub.markdown_table(table)]
+    return lines + ["", "The experiment's Table 1. " + TABLE1_NOTE, "", markdown_table(table)]
 
 
 def _usage(repo: str, config: RunConfig, record: dict, dataset_repo: str | None,
            experiment: str) -> list[str]:
     remote = ", trust_remote_code=True" if config.model.ffn != variants.BASELINE else ""
-    commands = hub.sweep_commands(experiment, [record["config"]])
+    commands = sweep_commands(experiment, [record["config"]])
     retrain = ["```bash", *commands, "python -m core.train --config explorer_config.json  # the same run",
                "```"]
     source = ([f"The whole experiment (every seed and variant, metrics included) is the dataset repo "
@@ -141,12 +149,12 @@ def stage_model(run: Run, dest: Path, repo: str, dtype: str = "float32",
     from core.sharing.export import export_run  # torch and the model: only when a model is pushed
 
     if run.is_alive():
-        raise hub.HubError(f"run {run.experiment}/{run.name} is still training; wait or cancel it")
+        raise HubError(f"run {run.experiment}/{run.name} is still training; wait or cancel it")
     if not run.file("model.safetensors").is_file():
-        raise hub.HubError(f"run {run.experiment}/{run.name} has no weights (model.safetensors) to push")
-    card = model_card(run, hub.validate_repo_id(repo), dataset_repo)
+        raise HubError(f"run {run.experiment}/{run.name} has no weights (model.safetensors) to push")
+    card = model_card(run, validate_repo_id(repo), dataset_repo)
     export_run(run.path, dest, dtype)
-    (dest / hub.CARD).write_text(card)
+    (dest / CARD).write_text(card)
     (dest / "explorer_config.json").write_text(run.file("config.json").read_text())
     return sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
 
@@ -154,10 +162,10 @@ def stage_model(run: Run, dest: Path, repo: str, dtype: str = "float32",
 def push_model(spec: str, repo: str, private: bool = False, dtype: str = "float32",
                dataset_repo: str | None = None, runs_dir: str | Path | None = None) -> str:
     """Export run `spec` and upload it to the Hub model repo `repo`; return the repo's URL."""
-    repo = hub.validate_repo_id(repo)
+    repo = validate_repo_id(repo)
     run = resolve_run(spec, runs_dir)  # local problems first, before the network
-    hub.require_hub(f"pushing run {spec!r} to {repo}")
-    api = HfApi(token=hub.require_token())
+    hub_common.require_hub(f"pushing run {spec!r} to {repo}")
+    api = HfApi(token=hub_common.require_token())
     with tempfile.TemporaryDirectory(prefix="explorer-push-model-") as tmp:
         files = stage_model(run, Path(tmp), repo, dtype, dataset_repo)
         try:
@@ -166,5 +174,5 @@ def push_model(spec: str, repo: str, private: bool = False, dtype: str = "float3
                               commit_message=f"core.hub push-model: {run.experiment}/{run.name} "
                                              f"({len(files)} files)")
         except Exception as error:  # HTTP and transport errors of several libraries
-            raise hub.hub_failure(f"pushing to {repo}", repo, error) from None
+            raise hub_failure(f"pushing to {repo}", repo, error) from None
     return str(url or f"https://huggingface.co/{repo}")
