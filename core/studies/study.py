@@ -1,0 +1,299 @@
+"""A study is a file: ``studies/<name>.toml`` (a built-in, found by name) or any path (a user's).
+
+What it names, and what it runs (core.studies.plan):
+
+- ``preset``, ``variants`` (labels, e.g. ``dual+ffn_share=none``), ``seeds``;
+- ``steps`` per run, or ``tokens_per_param`` (steps from the baseline's non-embedding parameters
+  at each point of the axis, so every point is equally trained), or neither (the preset's);
+- ``lrs``: the learning-rate grid tried at every point (absent: the preset's lr);
+- ``shared_lr`` (one of ``lrs``): every variant is also compared at this one lr;
+- ``data`` (a data source) and ``overrides`` (``key=value`` settings of every run);
+- ``[select]`` with ``fraction``: each variant's best lr from a short sweep (the first seed,
+  ``fraction`` of the steps) over ``lrs``, then every seed at it; without ``[select]`` every seed
+  trains at every lr of the grid;
+- ``[axis]``: an outer axis, either ``rungs = [{name = "d96-L3", set = ["key=value", ...]}, ...]``
+  (model sizes, smallest first) or ``key = "model.ffn_hidden"`` with ``values = [...]``.
+
+Every field is checked when the file is read; a bad one raises one ValueError naming the file and
+the field, before anything is written.
+"""
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import apply_overrides, preset
+from core.jobs.launch import grid
+from core.runs import validate_name
+
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"  # the built-ins
+TOP_KEYS = {"description", "preset", "variants", "seeds", "steps", "tokens_per_param", "lrs", "shared_lr",
+            "data", "overrides", "select", "axis"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a study's axis: its name in experiment names ("" without an axis) and settings."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study read from its file; see the module docstring for what each field means."""
+
+    name: str  # the file's stem: prefix of every experiment name
+    path: Path
+    text: str  # the file as read (recorded in the study's manifest)
+    preset: str
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    lrs: tuple[float, ...]  # empty: the preset's lr, no lr in experiment names
+    steps: int | None = None
+    tokens_per_param: float | None = None
+    shared_lr: float | None = None
+    fraction: float | None = None  # the short sweep's share of the steps; None: no selection
+    axis: str = ""  # "", "rungs" or a config key
+    points: tuple[Point, ...] = (Point(""),)
+    data: str | None = None
+    overrides: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def selects(self) -> bool:
+        """Whether each variant's lr is selected by a short sweep."""
+        return self.fraction is not None
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in studies (studies/*.toml)."""
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+
+
+def study_path(name_or_path: str | Path) -> Path:
+    """The file of a built-in study `name`, or `name_or_path` itself when it names a file."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        return Path(text)
+    validate_name(text, "study name")
+    path = STUDIES_DIR / f"{text}.toml"
+    if not path.is_file():
+        raise ValueError(f"unknown study {text!r}; choose one of {', '.join(builtin_names())} or give a "
+                         "path to a .toml file")
+    return path
+
+
+def load_study(name_or_path: str | Path) -> Study:
+    """The study of a built-in name or a file path, every field checked (ValueError otherwise)."""
+    path = study_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the study file: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not a valid TOML file: {error}") from None
+    return parse_study(raw, path, text)
+
+
+class _Fields:
+    """Reads fields of one table, each error naming the file and the field."""
+
+    def __init__(self, path: Path, table: dict, prefix: str = ""):
+        self.path, self.table, self.prefix = path, table, prefix
+
+    def fail(self, field: str, problem: str) -> ValueError:
+        return ValueError(f"{self.path}: {self.prefix}{field}: {problem}")
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.table:
+            if key not in allowed:
+                raise self.fail(key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+    def get(self, field: str, kind: type | tuple[type, ...], default=None):
+        value = self.table.get(field, default)
+        if value is not default and not _is(value, kind):
+            raise self.fail(field, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def number(self, field: str, value, positive: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (positive and value <= 0):
+            raise self.fail(field, f"expected a positive number, got {value!r}")
+        return float(value)
+
+    def items(self, field: str, kind: type, default: tuple = ()) -> tuple:
+        """A non-empty list of distinct `kind` values (or `default` when absent)."""
+        values = self.table.get(field)
+        if values is None:
+            return default
+        if not isinstance(values, list) or not values:
+            raise self.fail(field, f"expected a non-empty list, got {values!r}")
+        for value in values:
+            if not _is(value, kind):
+                raise self.fail(field, f"expected a list of {_kind_name(kind)}, got {value!r}")
+        duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise self.fail(field, f"duplicate values {', '.join(duplicates)}")
+        return tuple(values)
+
+
+def _is(value, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, but a TOML boolean is no number (bool subclasses int in Python)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "a list",
+             bool: "a boolean"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_study(raw: dict, path: Path, text: str = "") -> Study:
+    """A Study from a parsed TOML table; `path`'s stem names it. ValueError on any bad field."""
+    fields = _Fields(path, raw)
+    try:
+        name = validate_name(path.stem, "study name")
+    except ValueError as error:
+        raise ValueError(f"{path}: name: {error}") from None
+    fields.check_keys(TOP_KEYS)
+    preset_name = fields.get("preset", str)
+    if preset_name is None:
+        raise fields.fail("preset", "missing (e.g. preset = \"tiny\")")
+    try:
+        preset(preset_name)
+    except ValueError as error:
+        raise fields.fail("preset", str(error)) from None
+    study = Study(
+        name=name, path=path, text=text, preset=preset_name,
+        variants=fields.items("variants", str, ("swiglu", "dual")),
+        seeds=fields.items("seeds", int, (0, 1, 2)),
+        lrs=tuple(fields.number("lrs", v) for v in fields.items("lrs", (int, float))),
+        steps=_steps(fields), tokens_per_param=_tokens_per_param(fields),
+        shared_lr=_shared_lr(fields), fraction=_fraction(fields),
+        data=fields.get("data", str), overrides=fields.items("overrides", str),
+        description=fields.get("description", str, ""), **_axis(fields))
+    _check_grid(study, fields)
+    return study
+
+
+def _steps(fields: _Fields) -> int | None:
+    steps = fields.get("steps", int)
+    if steps is not None and steps < 1:
+        raise fields.fail("steps", f"expected a positive integer, got {steps}")
+    if steps is not None and "tokens_per_param" in fields.table:
+        raise fields.fail("steps", "give steps or tokens_per_param, not both")
+    return steps
+
+
+def _tokens_per_param(fields: _Fields) -> float | None:
+    value = fields.table.get("tokens_per_param")
+    return None if value is None else fields.number("tokens_per_param", value)
+
+
+def _shared_lr(fields: _Fields) -> float | None:
+    value = fields.table.get("shared_lr")
+    if value is None:
+        return None
+    shared = fields.number("shared_lr", value)
+    if shared not in fields.table.get("lrs", []):
+        raise fields.fail("shared_lr", f"{shared:g} is not one of lrs")
+    return shared
+
+
+def _fraction(fields: _Fields) -> float | None:
+    table = fields.get("select", dict)
+    if table is None:
+        return None
+    select = _Fields(fields.path, table, "select.")
+    select.check_keys({"fraction"})
+    fraction = select.number("fraction", table.get("fraction", 1.0))
+    if fraction > 1:
+        raise select.fail("fraction", f"expected a fraction of the steps in (0, 1], got {fraction:g}")
+    if not fields.table.get("lrs"):
+        raise fields.fail("select", "selecting each variant's best lr needs an lr grid (lrs)")
+    return fraction
+
+
+def _axis(fields: _Fields) -> dict:
+    """The axis's kind and points (rungs, or a config key's values)."""
+    table = fields.get("axis", dict)
+    if table is None:
+        return {}
+    axis = _Fields(fields.path, table, "axis.")
+    axis.check_keys({"rungs", "key", "values"})
+    if ("rungs" in table) == ("key" in table):
+        raise fields.fail("axis", "give either rungs or key (with values)")
+    if "rungs" in table:
+        return {"axis": "rungs", "points": _rungs(axis)}
+    return {"axis": axis.get("key", str), "points": _key_points(axis)}
+
+
+def _rungs(axis: _Fields) -> tuple[Point, ...]:
+    points = []
+    for i, rung in enumerate(axis.items("rungs", dict)):
+        fields = _Fields(axis.path, rung, f"axis.rungs[{i}].")
+        fields.check_keys({"name", "set"})
+        name = fields.get("name", str)
+        try:
+            validate_name(name, "rung name")
+        except ValueError as error:
+            raise fields.fail("name", str(error)) from None
+        points.append(Point(name, fields.items("set", str)))
+    names = [p.name for p in points]
+    if len(set(names)) < len(names):
+        raise axis.fail("rungs", "duplicate rung names")
+    return tuple(points)
+
+
+def _key_points(axis: _Fields) -> tuple[Point, ...]:
+    key = axis.get("key", str)
+    if not key:
+        raise axis.fail("key", "missing")
+    if key.split(".")[-1] in ("lr", "steps", "seed"):
+        raise axis.fail("key", f"{key} has its own field (lrs, steps, seeds)")
+    values = axis.items("values", (str, int, float, bool))
+    if "values" not in axis.table:
+        raise axis.fail("values", "missing")
+    points = []
+    for value in values:
+        shown = f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) \
+            else str(value)
+        name = f"{key.split('.')[-1]}={shown}"
+        try:
+            validate_name(name, "axis point name")
+        except ValueError as error:
+            raise axis.fail("values", str(error)) from None
+        setting = "true" if value is True else "false" if value is False else value
+        points.append(Point(name, (f"{key}={setting}",)))
+    return tuple(points)
+
+
+def _check_grid(study: Study, fields: _Fields) -> None:
+    """Build one cell of every variant at every point (and the first lr), so that a bad variant,
+    setting or data source fails now, naming its field."""
+    base = preset(study.preset)
+    if study.data is not None:
+        try:
+            apply_overrides(base, [f"data.source={study.data}"])
+        except ValueError as error:
+            raise fields.fail("data", str(error)) from None
+    for field, items in (("overrides", study.overrides), *((f"axis point {p.name}", p.overrides)
+                                                         for p in study.points)):
+        try:
+            apply_overrides(base, list(items))
+        except ValueError as error:
+            raise fields.fail(field if field == "overrides" else "axis", f"{error}") from None
+    lr = [f"train.lr={study.lrs[0]}"] if study.lrs else []
+    for variant in study.variants:
+        for point in study.points:
+            try:
+                grid(study.preset, [variant], [study.seeds[0]], [*study.overrides, *point.overrides, *lr],
+                     study.steps, study.data)
+            except ValueError as error:
+                raise fields.fail("variants", f"{variant!r}: {error}") from None
