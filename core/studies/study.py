@@ -125,12 +125,13 @@ class _Fields:
             raise self.fail(field, f"expected a positive number, got {value!r}")
         return float(value)
 
-    def items(self, field: str, kind: type, default: tuple = ()) -> tuple:
-        """A non-empty list of distinct `kind` values (or `default` when absent)."""
+    def items(self, field: str, kind: type | tuple[type, ...], default: tuple = (),
+              empty: bool = False) -> tuple:
+        """A non-empty (or with `empty`, any) list of distinct `kind` values; `default` when absent."""
         values = self.table.get(field)
         if values is None:
             return default
-        if not isinstance(values, list) or not values:
+        if not isinstance(values, list) or not (values or empty):
             raise self.fail(field, f"expected a non-empty list, got {values!r}")
         for value in values:
             if not _is(value, kind):
@@ -244,7 +245,7 @@ def _rungs(axis: _Fields) -> tuple[Point, ...]:
             validate_name(name, "rung name")
         except ValueError as error:
             raise fields.fail("name", str(error)) from None
-        points.append(Point(name, fields.items("set", str)))
+        points.append(Point(name, fields.items("set", str, empty=True)))  # empty: the preset's shape
     names = [p.name for p in points]
     if len(set(names)) < len(names):
         raise axis.fail("rungs", "duplicate rung names")

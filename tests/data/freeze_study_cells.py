@@ -1,5 +1,6 @@
 """Freeze every cell the old RECIPES/LADDERS registries produce (run once, before studies/*.toml
-replaced them; kept for the record: it imports the registries that no longer exist).
+replaced them; kept for the record: it imports the registries that no longer exist, so it runs
+only on a checkout of commit 1f2d4cc or earlier).
 
 ``python tests/data/freeze_study_cells.py > tests/data/study_cells.json``. Phase 1 is frozen fully;
 phase 2 for two hypothetical best-lr maps ("shared": every variant's best is the shared lr, or for
@@ -20,7 +21,8 @@ from core.studies import ladder, recipes  # noqa: E402
 def cell_row(experiment, cell, phase):
     config = cell.config.to_dict()
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return {"phase": phase, "experiment": experiment, "run": cell.name, "variant": cell.label, "seed": cell.seed,
+    return {"phase": phase, "experiment": experiment, "run": cell.name, "variant": cell.label,
+            "seed": cell.seed,
             "steps": config["train"]["steps"], "lr": config["train"]["lr"],
             "hidden_size": config["model"]["hidden_size"], "source": config["data"]["source"],
             "config_sha256": digest}
