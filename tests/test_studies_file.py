@@ -37,7 +37,8 @@ def test_builtins_load_by_name_and_a_user_study_by_path(tmp_path):
 
 
 def test_a_config_key_axis_names_its_points(tmp_path):
-    study = load_study(write(tmp_path, 'preset = "micro"\n[axis]\nkey = "model.ffn_hidden"\nvalues = [128, 256]\n'))
+    text = 'preset = "micro"\n[axis]\nkey = "model.ffn_hidden"\nvalues = [128, 256]\n'
+    study = load_study(write(tmp_path, text))
     assert [(p.name, p.overrides) for p in study.points] == [
         ("ffn_hidden=128", ("model.ffn_hidden=128",)), ("ffn_hidden=256", ("model.ffn_hidden=256",))]
 
@@ -48,15 +49,18 @@ BAD = {  # what the file says -> the field and the problem the one message names
     "unknown variant": (GOOD.replace('"swiglu", ', '"swiglu", "nonsense", '), "variants: 'nonsense'"),
     "bad variant option": (GOOD.replace("ffn_share=none", "ffn_share=sideways"), "variants: 'dual+ffn_share"),
     "empty lrs": (GOOD.replace("lrs = [1e-3, 3e-3]", "lrs = []"), "lrs: expected a non-empty list"),
-    "duplicate lrs": (GOOD.replace("lrs = [1e-3, 3e-3]", "lrs = [1e-3, 3e-3, 1e-3]"), "lrs: duplicate values"),
+    "duplicate lrs": (GOOD.replace("lrs = [1e-3, 3e-3]", "lrs = [1e-3, 3e-3, 1e-3]"),
+                      "lrs: duplicate values"),
     "duplicate seeds": (GOOD.replace("seeds = [0, 1]", "seeds = [0, 0]"), "seeds: duplicate values"),
-    "shared lr off the grid": (GOOD.replace("shared_lr = 3e-3", "shared_lr = 2e-3"), "shared_lr: 0.002 is not"),
+    "shared lr off the grid": (GOOD.replace("shared_lr = 3e-3", "shared_lr = 2e-3"),
+                               "shared_lr: 0.002 is not"),
     "negative lr": (GOOD.replace("lrs = [1e-3, 3e-3]", "lrs = [-1e-3, 3e-3]"), "lrs: expected a positive"),
     "steps and tokens": ("tokens_per_param = 2\n" + GOOD, "steps: give steps or tokens_per_param"),
     "boolean steps": (GOOD.replace("steps = 5", "steps = true"), "steps: expected an integer"),
     "unknown preset": (GOOD.replace('"micro"', '"huge"'), "preset: unknown preset 'huge'"),
     "bad override": (GOOD.replace("eval_every=5", "nonsense_key=5"), "overrides:"),
-    "fraction above 1": (GOOD.replace("fraction = 1.0", "fraction = 2"), "select.fraction: expected a fraction"),
+    "fraction above 1": (GOOD.replace("fraction = 1.0", "fraction = 2"),
+                         "select.fraction: expected a fraction"),
     "empty axis values": ('preset = "micro"\n[axis]\nkey = "model.ffn_hidden"\nvalues = []\n',
                           "axis.values: expected a non-empty list"),
     "duplicate axis values": ('preset = "micro"\n[axis]\nkey = "model.ffn_hidden"\nvalues = [128, 128]\n',

@@ -2,7 +2,8 @@
 
 Written (atomically) before each phase starts, so the app and the report find every run of a
 study, the running ones included: the study file's text and sha256, and each phase's kind, axis
-point, lr, experiment and run names. A study edited later (a grid extended) keeps the phases it
+point, lr, experiment and run names (a full-length sweep and the final runs share experiments, so
+one experiment can appear in two phases). A study edited later (a grid extended) keeps the phases it
 ran before. Runs made before manifests (the shipped ``runs/cpu-*``) have none: readers fall back
 to the experiment-naming rules (core.studies.plan), which find them too.
 """
@@ -35,11 +36,13 @@ def read_manifest(root: str | Path | None, name: str) -> dict | None:
 def record_phase(root: str | Path | None, study: Study, phase: Phase) -> None:
     """Add `phase` (and the study file's current text) to the study's manifest."""
     manifest = read_manifest(root, study.name) or {}
-    phases = [p for p in manifest.get("phases", []) if p.get("experiment") != phase.experiment]
-    previous = next((p for p in manifest.get("phases", []) if p.get("experiment") == phase.experiment), {})
-    runs = list(dict.fromkeys([*previous.get("runs", []), *(cell.name for cell in phase.cells)]))
-    phases.append({"kind": phase.kind, "point": phase.point, "lr": phase.lr, "experiment": phase.experiment,
-                   "runs": runs})
+    phases = manifest.get("phases", [])
+    same = [p for p in phases if (p.get("kind"), p.get("experiment")) == (phase.kind, phase.experiment)]
+    if not same:  # a phase run again (a resumed study) keeps its place and adds any new runs
+        same = [{"kind": phase.kind, "point": phase.point, "lr": phase.lr, "experiment": phase.experiment,
+                 "runs": []}]
+        phases.append(same[0])
+    same[0]["runs"] = list(dict.fromkeys([*same[0].get("runs", []), *(cell.name for cell in phase.cells)]))
     atomic_write_json(manifest_path(root, study.name), {
         "study": study.name, "source": str(study.path), "text": study.text,
         "sha256": hashlib.sha256(study.text.encode()).hexdigest(), "phases": phases})
