@@ -65,11 +65,15 @@ BAD = {  # what the file says -> the field and the problem the one message names
                           "axis.values: expected a non-empty list"),
     "duplicate axis values": ('preset = "micro"\n[axis]\nkey = "model.ffn_hidden"\nvalues = [128, 128]\n',
                               "axis.values: duplicate values 128"),
+    "axis on an unknown key": ('preset = "micro"\n[axis]\nkey = "model.nope"\nvalues = [1]\n',
+                               "axis.values: "),
+    "axis value with a path": ('preset = "micro"\n[axis]\nkey = "data.source"\nvalues = ["a/b"]\n',
+                               "axis.values: invalid axis point name 'source=a/b'"),
     "axis on the lr": ('preset = "micro"\n[axis]\nkey = "train.lr"\nvalues = [1e-3]\n', "axis.key: train.lr"),
     "rung setting not a string": ('preset = "micro"\n[axis]\nrungs = [{name = "a", set = [1]}]\n',
                                   "axis.rungs[0].set: expected a list of a string"),
     "rung with a bad setting": ('preset = "micro"\n[axis]\nrungs = [{name = "a", set = ["model.nope=1"]}]\n',
-                                "axis: "),
+                                "axis.rungs[0].set: "),
     "rung name with a path": ('preset = "micro"\n[axis]\nrungs = [{name = "../b"}]\n',
                               "axis.rungs[0].name: invalid rung name"),
     "duplicate rungs": ('preset = "micro"\n[axis]\nrungs = [{name = "a", set = ["model.hidden_size=32"]}, '
@@ -104,3 +108,9 @@ def test_study_names_are_single_components(tmp_path):
         load_study(write(tmp_path, GOOD, name=".dot"))
     with pytest.raises(ValueError, match="cannot read the study file"):
         load_study(str(tmp_path / "missing.toml"))
+
+
+def test_sweep_takes_a_study_or_an_experiment_not_both(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert sweep_main(["--study", "cpu-ablation", "--experiment", "x", "--runs-dir", str(runs)]) == 2
+    assert "not both" in capsys.readouterr().err and not runs.exists()

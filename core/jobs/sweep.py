@@ -28,7 +28,7 @@ from core.trackers import LOG_TO_HELP, parse_backends
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
-    """--executor and the cluster resources, for core.sweep and its recipes."""
+    """--executor and the cluster resources, for core.sweep and its studies."""
     g = p.add_argument_group("where runs execute")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: subprocesses of this machine (--parallel at a time); slurm: one job array")

@@ -119,9 +119,9 @@ class _Fields:
             raise self.fail(field, f"expected {_kind_name(kind)}, got {value!r}")
         return value
 
-    def number(self, field: str, value, positive: bool = True) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or (positive and value <= 0):
+    def number(self, field: str, value) -> float:
+        """`value` as a float if it is a finite positive number."""
+        if not _is(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise self.fail(field, f"expected a positive number, got {value!r}")
         return float(value)
 
@@ -263,33 +263,36 @@ def _key_points(axis: _Fields) -> tuple[Point, ...]:
         raise axis.fail("values", "missing")
     points = []
     for value in values:
-        shown = f"{value:g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) \
-            else str(value)
-        name = f"{key.split('.')[-1]}={shown}"
+        name = f"{key.split('.')[-1]}={_shown(value)}"
         try:
             validate_name(name, "axis point name")
         except ValueError as error:
             raise axis.fail("values", str(error)) from None
-        setting = "true" if value is True else "false" if value is False else value
+        setting = _shown(value) if isinstance(value, bool) else value  # JSON's true/false
         points.append(Point(name, (f"{key}={setting}",)))
     return tuple(points)
 
 
+def _shown(value: str | int | float | bool) -> str:
+    """A value as it appears in an axis point's name: 0.001 for 1e-3, true for True."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _check_grid(study: Study, fields: _Fields) -> None:
-    """Build one cell of every variant at every point (and the first lr), so that a bad variant,
-    setting or data source fails now, naming its field."""
+    """Apply every setting and build one cell of every variant at every point (at the first lr), so
+    that a bad setting, data source or variant fails now, naming its field."""
     base = preset(study.preset)
-    if study.data is not None:
+    checks = [("data", [f"data.source={study.data}"] if study.data is not None else []),
+              ("overrides", list(study.overrides))]
+    checks += [(f"axis.rungs[{i}].set" if study.axis == "rungs" else "axis.values", list(point.overrides))
+               for i, point in enumerate(study.points)]
+    for field, settings in checks:
         try:
-            apply_overrides(base, [f"data.source={study.data}"])
+            apply_overrides(base, settings)
         except ValueError as error:
-            raise fields.fail("data", str(error)) from None
-    for field, items in (("overrides", study.overrides), *((f"axis point {p.name}", p.overrides)
-                                                         for p in study.points)):
-        try:
-            apply_overrides(base, list(items))
-        except ValueError as error:
-            raise fields.fail(field if field == "overrides" else "axis", f"{error}") from None
+            raise fields.fail(field, str(error)) from None
     lr = [f"train.lr={study.lrs[0]}"] if study.lrs else []
     for variant in study.variants:
         for point in study.points:
