@@ -102,3 +102,16 @@ def test_ladder_best_lrs_and_rows_by_hand(tmp_path):
     assert math.isnan(rows[0]["variants"]["swiglu"]["routing/sparse_weight"])
     assert len(point_records(study, rung, tmp_path)) == 6
     assert "d32" in summary_text(study, tmp_path)
+
+
+def test_an_axis_over_an_ffn_option_compares_variants_under_the_studys_labels(tmp_path):
+    study = study_file(tmp_path, 'preset = "micro"\nseeds = [0, 1]\n[axis]\nkey = "model.ffn_hidden"\n'
+                                 'values = [128, 256]\n')
+    for point in study.points:
+        width, experiment = point.name.split("=")[1], final_experiment(study, point, None)
+        for seed in (0, 1):  # the runs record their variant with the point's option in the label
+            fake(tmp_path, experiment, f"swiglu+ffn_hidden={width}", seed, 5.0 + seed)
+            fake(tmp_path, experiment, f"dual+ffn_hidden={width}", seed, 4.9 + seed)
+    rows = scaling_rows(study, tmp_path)
+    assert [r["rung"] for r in rows] == ["ffn_hidden=128", "ffn_hidden=256"]
+    assert rows[0]["variants"]["dual"]["delta"] == pytest.approx(-0.1)

@@ -77,6 +77,12 @@ def point_steps(study: Study, point: Point) -> int | None:
                         / (train.batch_size * train.seq_len)))
 
 
+def labels_at(study: Study, point: Point) -> dict[str, str]:
+    """{label a run records at `point`: the study's label of its variant}. They differ when the point
+    sets an FFN option (an axis over ffn_hidden makes ``swiglu`` record ``swiglu+ffn_hidden=128``)."""
+    return {cells(study, point, [label], [0], None, None)[0].label: label for label in study.variants}
+
+
 def first_phases(study: Study, point: Point, steps: int | None) -> list[Phase]:
     """The sweep (first seed, every lr, a fraction of the steps) or, without selection, the grid."""
     lrs = study.lrs or (None,)
@@ -91,7 +97,8 @@ def first_phases(study: Study, point: Point, steps: int | None) -> list[Phase]:
 
 
 def final_phases(study: Study, point: Point, steps: int | None, best: dict[str, float]) -> list[Phase]:
-    """Every seed at the selected lrs (`best`: variant label -> its best lr); see the module doc."""
+    """Every seed at the selected lrs (`best`: the study's variant label -> its best lr); see the
+    module doc."""
     seeds = list(study.seeds[1:] if not short_sweep(study) else study.seeds)
     if not study.selects or not seeds:
         return []
@@ -101,9 +108,8 @@ def final_phases(study: Study, point: Point, steps: int | None, best: dict[str, 
                 for lr in sorted({study.shared_lr, *best.values()})]
     phases = []
     for label in study.variants:
-        canonical = cells(study, point, [label], [0], None, None)[0].label
-        if canonical in best:  # a variant with no usable sweep run has no final runs
-            lr = best[canonical]
+        if label in best:  # a variant with no usable sweep run has no final runs
+            lr = best[label]
             phases.append(Phase("final", point.name, lr, final_experiment(study, point, lr),
                                 tuple(cells(study, point, [label], seeds, lr, steps))))
     return phases

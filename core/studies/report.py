@@ -24,9 +24,16 @@ from core.analysis import report
 from core.analysis.band_plot import band_traces, variant_color
 from core.analysis.report import figure_html, html_table, page, table1_html
 from core.analysis.stats import TABLE1_NOTE, Band, band_over_x
-from core.runs import experiment_records, runs_root
+from core.runs import runs_root
 from core.studies.plan import final_experiment
-from core.studies.results import TREND_DIAGNOSTICS, best_lrs, comparison_records, point_records, scaling_rows
+from core.studies.results import (
+    TREND_DIAGNOSTICS,
+    best_lrs,
+    comparison_records,
+    point_records,
+    scaling_rows,
+    study_records,
+)
 from core.studies.study import Study, load_study
 
 # ---------------------------------------------------------------------------- lr recipes
@@ -36,7 +43,8 @@ def lr_losses(study: Study, root: Path) -> dict[str, dict[float, list[float]]]:
     """{variant: {lr: final val losses of its seeds}} over the study's lr grid, baseline first."""
     out: dict[str, dict[float, list[float]]] = {variants.BASELINE: {}}
     for lr in study.lrs:  # the full-length runs (a short sweep's are not comparable with them)
-        for record in experiment_records(root, final_experiment(study, study.points[0], lr)):
+        point = study.points[0]
+        for record in study_records(study, point, root, final_experiment(study, point, lr)):
             loss = record["summary"].get("final_val_loss")
             if isinstance(loss, (int, float)):
                 out.setdefault(str(record["variant"]), {}).setdefault(lr, []).append(float(loss))
@@ -189,9 +197,10 @@ def build_study_report(root: Path, study: Study) -> str:
     """The report of `study` under the runs root, as one HTML string."""
     if study.axis:
         kind = "Scaling ladder" if study.axis == "rungs" else f"Study along {study.axis}:"
-        return page(f"{kind} {study.name}", f"{len(study.points)} rungs", ladder_sections(study, root))
-    grid = ", ".join(f"{lr:g}" for lr in study.lrs)
-    return page(f"Recipe {study.name}", f"lr grid {grid}", lr_sections(study, root))
+        points = "rungs" if study.axis == "rungs" else f"values of {study.axis}"
+        return page(f"{kind} {study.name}", f"{len(study.points)} {points}", ladder_sections(study, root))
+    grid = f"lr grid {', '.join(f'{lr:g}' for lr in study.lrs)}" if study.lrs else "the preset's lr"
+    return page(f"Recipe {study.name}", grid, lr_sections(study, root))
 
 
 def write_study_report(root: str | Path | None, study: str | Path, out: str | Path | None = None) -> Path:

@@ -12,7 +12,7 @@ from core.analysis.stats import format_table, table1
 from core.metrics import VAL_LOSS, parse_key
 from core.runs import experiment_records
 from core.studies import select
-from core.studies.plan import final_experiment, non_embedding_params, point_steps, sweep_experiment
+from core.studies.plan import final_experiment, labels_at, non_embedding_params, point_steps, sweep_experiment
 from core.studies.study import Point, Study
 
 # Diagnostics that might explain a trend along the axis: (group, name) of the dual path's probes.
@@ -21,9 +21,16 @@ TREND_DIAGNOSTICS = (("routing", "sparse_weight"), ("sparsity", "zero_frac"), ("
                      ("interference", "cosine"))
 
 
+def study_records(study: Study, point: Point, root: Path, experiment: str) -> list[dict]:
+    """The runs of `experiment`, each variant under the study's own label (see plan.labels_at)."""
+    labels = labels_at(study, point)
+    return [{**r, "variant": labels.get(r["variant"], r["variant"])}
+            for r in experiment_records(root, experiment)]
+
+
 def sweep_records(study: Study, point: Point, root: Path) -> dict[float, list[dict]]:
     """{lr: run records} of the sweep at `point` (with a full-length sweep: every seed's)."""
-    return {lr: experiment_records(root, sweep_experiment(study, point, lr)) for lr in study.lrs}
+    return {lr: study_records(study, point, root, sweep_experiment(study, point, lr)) for lr in study.lrs}
 
 
 def best_lrs(study: Study, point: Point, root: Path) -> dict[str, float]:
@@ -36,12 +43,12 @@ def point_records(study: Study, point: Point, root: Path) -> list[dict]:
     at the shared lr, else every run of the point's first experiment)."""
     if not study.selects:
         lr = study.shared_lr if study.shared_lr is not None else (study.lrs or (None,))[0]
-        return experiment_records(root, final_experiment(study, point, lr))
-    records = []
+        return study_records(study, point, root, final_experiment(study, point, lr))
+    found = []
     for variant, lr in best_lrs(study, point, root).items():
-        records += [r for r in experiment_records(root, final_experiment(study, point, lr))
-                    if r["variant"] == variant]
-    return records
+        found += [r for r in study_records(study, point, root, final_experiment(study, point, lr))
+                  if r["variant"] == variant]
+    return found
 
 
 def comparison_records(study: Study, root: Path, point: Point | None = None) -> dict[str, list[dict]]:
@@ -49,7 +56,7 @@ def comparison_records(study: Study, root: Path, point: Point | None = None) -> 
     without one), and each variant at its best lr."""
     point = point or study.points[0]
     shared = ([] if study.shared_lr is None
-              else experiment_records(root, final_experiment(study, point, study.shared_lr)))
+              else study_records(study, point, root, final_experiment(study, point, study.shared_lr)))
     return {"shared_lr": shared, "best_lr": point_records(study, point, root)}
 
 
@@ -70,15 +77,15 @@ def scaling_rows(study: Study, root: Path) -> list[dict]:
     with the baseline (delta and 95% intervals) and the trend diagnostics of each variant."""
     rows = []
     for point in study.points:
-        records = point_records(study, point, root)
-        if not any(r["variant"] == variants.BASELINE for r in records):
+        found = point_records(study, point, root)
+        if not any(r["variant"] == variants.BASELINE for r in found):
             continue  # nothing yet, or a point still training: no baseline to compare with
-        table = table1(records, variants.BASELINE).set_index("variant")
+        table = table1(found, variants.BASELINE).set_index("variant")
         lrs = best_lrs(study, point, root) if study.selects else {}
         row = {"rung": point.name, "non_embedding": non_embedding_params(study, point),
                "steps": point_steps(study, point), "lrs": lrs, "variants": {}}
         for variant in table.index:
-            runs = [r for r in records if r["variant"] == variant]
+            runs = [r for r in found if r["variant"] == variant]
             stats = table.loc[variant]
             row["variants"][variant] = {
                 "seeds": int(stats["seeds"]), "val_loss": float(stats["val_loss_mean"]),
@@ -96,14 +103,14 @@ def summary_text(study: Study, root: Path) -> str:
 
 def _lr_text(study: Study, root: Path) -> str:
     """Both Table 1s as text, with each variant's best lr."""
-    records, parts = comparison_records(study, root), []
+    found, parts = comparison_records(study, root), []
     if study.shared_lr is not None:
-        parts.append(f"at the shared lr {study.shared_lr:g}:\n{format_table(table1(records['shared_lr']))}")
+        parts.append(f"at the shared lr {study.shared_lr:g}:\n{format_table(table1(found['shared_lr']))}")
     if study.selects:
         lrs = ", ".join(f"{v} {lr:g}" for v, lr in best_lrs(study, study.points[0], root).items())
-        parts.append(f"each at its best lr ({lrs}):\n{format_table(table1(records['best_lr']))}")
+        parts.append(f"each at its best lr ({lrs}):\n{format_table(table1(found['best_lr']))}")
     else:
-        parts.append(format_table(table1(records["best_lr"])))
+        parts.append(format_table(table1(found["best_lr"])))
     return "\n\n".join(parts)
 
 
