@@ -74,3 +74,8 @@ def test_studies_jobs_and_analysis_have_no_import_circle():
     assert "core.studies.run" in graph["core.jobs.sweep"]  # the sweep CLI runs studies
     assert "core.analysis.report" in graph["core.studies.report"]
     assert [c for c in cycles(graph) if any(m.startswith(STUDY_SIDE) for m in c)] == []
+    # the layers, not only the absence of a circle: studies build on jobs and analysis, not back
+    assert not [(m, d) for m, deps in graph.items() if m.startswith("core.analysis")
+                for d in deps if d.startswith("core.studies")]
+    assert not [(m, d) for m, deps in graph.items() if m.startswith("core.studies")
+                for d in deps if d in ("core.jobs.sweep", "core.sweep", "core.report")]
