@@ -18,7 +18,6 @@ Every field is checked when the file is read; a bad one raises one ValueError na
 the field, before anything is written.
 """
 
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from core.config import apply_overrides, preset
 from core.jobs.launch import grid
 from core.runs import validate_name
+from core.studies.fields import Fields
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"  # the built-ins
 TOP_KEYS = {"description", "preset", "variants", "seeds", "steps", "tokens_per_param", "lrs", "shared_lr",
@@ -99,65 +99,9 @@ def load_study(name_or_path: str | Path) -> Study:
     return parse_study(raw, path, text)
 
 
-class _Fields:
-    """Reads fields of one table, each error naming the file and the field."""
-
-    def __init__(self, path: Path, table: dict, prefix: str = ""):
-        self.path, self.table, self.prefix = path, table, prefix
-
-    def fail(self, field: str, problem: str) -> ValueError:
-        return ValueError(f"{self.path}: {self.prefix}{field}: {problem}")
-
-    def check_keys(self, allowed: set[str]) -> None:
-        for key in self.table:
-            if key not in allowed:
-                raise self.fail(key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
-
-    def get(self, field: str, kind: type | tuple[type, ...], default=None):
-        value = self.table.get(field, default)
-        if value is not default and not _is(value, kind):
-            raise self.fail(field, f"expected {_kind_name(kind)}, got {value!r}")
-        return value
-
-    def number(self, field: str, value) -> float:
-        """`value` as a float if it is a finite positive number."""
-        if not _is(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise self.fail(field, f"expected a positive number, got {value!r}")
-        return float(value)
-
-    def items(self, field: str, kind: type | tuple[type, ...], default: tuple = (),
-              empty: bool = False) -> tuple:
-        """A non-empty (or with `empty`, any) list of distinct `kind` values; `default` when absent."""
-        values = self.table.get(field)
-        if values is None:
-            return default
-        if not isinstance(values, list) or not (values or empty):
-            raise self.fail(field, f"expected a non-empty list, got {values!r}")
-        for value in values:
-            if not _is(value, kind):
-                raise self.fail(field, f"expected a list of {_kind_name(kind)}, got {value!r}")
-        duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
-        if duplicates:
-            raise self.fail(field, f"duplicate values {', '.join(duplicates)}")
-        return tuple(values)
-
-
-def _is(value, kind: type | tuple[type, ...]) -> bool:
-    """isinstance, but a TOML boolean is no number (bool subclasses int in Python)."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "a list",
-             bool: "a boolean"}
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def parse_study(raw: dict, path: Path, text: str = "") -> Study:
     """A Study from a parsed TOML table; `path`'s stem names it. ValueError on any bad field."""
-    fields = _Fields(path, raw)
+    fields = Fields(path, raw)
     try:
         name = validate_name(path.stem, "study name")
     except ValueError as error:
@@ -183,7 +127,7 @@ def parse_study(raw: dict, path: Path, text: str = "") -> Study:
     return study
 
 
-def _steps(fields: _Fields) -> int | None:
+def _steps(fields: Fields) -> int | None:
     steps = fields.get("steps", int)
     if steps is not None and steps < 1:
         raise fields.fail("steps", f"expected a positive integer, got {steps}")
@@ -192,12 +136,12 @@ def _steps(fields: _Fields) -> int | None:
     return steps
 
 
-def _tokens_per_param(fields: _Fields) -> float | None:
+def _tokens_per_param(fields: Fields) -> float | None:
     value = fields.table.get("tokens_per_param")
     return None if value is None else fields.number("tokens_per_param", value)
 
 
-def _shared_lr(fields: _Fields) -> float | None:
+def _shared_lr(fields: Fields) -> float | None:
     value = fields.table.get("shared_lr")
     if value is None:
         return None
@@ -207,11 +151,11 @@ def _shared_lr(fields: _Fields) -> float | None:
     return shared
 
 
-def _fraction(fields: _Fields) -> float | None:
+def _fraction(fields: Fields) -> float | None:
     table = fields.get("select", dict)
     if table is None:
         return None
-    select = _Fields(fields.path, table, "select.")
+    select = Fields(fields.path, table, "select.")
     select.check_keys({"fraction"})
     fraction = select.number("fraction", table.get("fraction", 1.0))
     if fraction > 1:
@@ -221,12 +165,12 @@ def _fraction(fields: _Fields) -> float | None:
     return fraction
 
 
-def _axis(fields: _Fields) -> dict:
+def _axis(fields: Fields) -> dict:
     """The axis's kind and points (rungs, or a config key's values)."""
     table = fields.get("axis", dict)
     if table is None:
         return {}
-    axis = _Fields(fields.path, table, "axis.")
+    axis = Fields(fields.path, table, "axis.")
     axis.check_keys({"rungs", "key", "values"})
     if ("rungs" in table) == ("key" in table):
         raise fields.fail("axis", "give either rungs or key (with values)")
@@ -235,10 +179,10 @@ def _axis(fields: _Fields) -> dict:
     return {"axis": axis.get("key", str), "points": _key_points(axis)}
 
 
-def _rungs(axis: _Fields) -> tuple[Point, ...]:
+def _rungs(axis: Fields) -> tuple[Point, ...]:
     points = []
     for i, rung in enumerate(axis.items("rungs", dict)):
-        fields = _Fields(axis.path, rung, f"axis.rungs[{i}].")
+        fields = Fields(axis.path, rung, f"axis.rungs[{i}].")
         fields.check_keys({"name", "set"})
         name = fields.get("name", str)
         try:
@@ -252,7 +196,7 @@ def _rungs(axis: _Fields) -> tuple[Point, ...]:
     return tuple(points)
 
 
-def _key_points(axis: _Fields) -> tuple[Point, ...]:
+def _key_points(axis: Fields) -> tuple[Point, ...]:
     key = axis.get("key", str)
     if not key:
         raise axis.fail("key", "missing")
@@ -280,7 +224,7 @@ def _shown(value: str | int | float | bool) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _check_grid(study: Study, fields: _Fields) -> None:
+def _check_grid(study: Study, fields: Fields) -> None:
     """Apply every setting and build one cell of every variant at every point (at the first lr), so
     that a bad setting, data source or variant fails now, naming its field."""
     base = preset(study.preset)
