@@ -1,8 +1,9 @@
-"""HTML reports: ``python -m core.report`` (core/analysis/report.py)."""
+"""HTML reports: ``python -m core.report EXPERIMENT`` (core/analysis/report.py) or
+``--study NAME|PATH`` (core/studies/report.py, whose main dispatches both)."""
 
 import sys
 
-from core.analysis.report import main
+from core.studies.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -334,23 +334,23 @@ def write_report(root: str | Path | None, experiment: str, out: str | Path | Non
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``python -m core.report`` for an experiment (core.studies.report adds --study)."""
     parser = argparse.ArgumentParser(prog="python -m core.report",
                                      description="Write a self-contained HTML report of an experiment.")
-    parser.add_argument("experiment", nargs="?", help="the experiment (or give --recipe)")
-    parser.add_argument("--recipe", default=None,
-                        help="report a whole lr recipe or scaling ladder instead (core.recipe_report)")
+    parser.add_argument("experiment", nargs="?", help="the experiment (or give --study)")
     parser.add_argument("--runs-dir", default=None, help="runs root (default $RUNS_DIR or ./runs)")
     parser.add_argument("--out", default=None, help="output file (default report-<name>.html)")
     parser.add_argument("--baseline", default=None, help="baseline variant of Table 1 (default swiglu)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report `args` ask for; print its path (0) or the error (2)."""
     try:
-        if (args.experiment is None) == (args.recipe is None):
-            raise ValueError("give an experiment or --recipe NAME, not both")
-        if args.recipe:
-            path = write_recipe_report(args.runs_dir, args.recipe, args.out)
-        else:
-            path = write_report(args.runs_dir, args.experiment, args.out, args.baseline)
+        if args.experiment is None:
+            raise ValueError("give an experiment (or --study NAME)")
+        path = write_report(args.runs_dir, args.experiment, args.out, args.baseline)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -358,12 +358,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_recipe_report(root: str | Path | None, name: str, out: str | Path | None = None) -> Path:
-    """Write the report of recipe `name` to `out` (default ``report-<name>.html``); returns the path."""
-    from core.studies.report import build_recipe_report  # it builds on this module
-
-    path = Path(out or f"report-{name}.html")
-    text = build_recipe_report(runs_root(root), name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+def main(argv: list[str] | None = None) -> int:
+    """An experiment's report (``python -m core.report`` also takes --study: core.studies.report)."""
+    return run(build_parser().parse_args(argv))

@@ -21,11 +21,14 @@ from core.jobs.executors import (
 from core.jobs.launch import grid
 from core.jobs.runner import execute, plan
 from core.runs import Run, experiment_records, runs_root, slurm_folder, validate_name
+from core.studies.results import summary_text
+from core.studies.run import run_study
+from core.studies.study import builtin_names, load_study
 from core.trackers import LOG_TO_HELP, parse_backends
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:
-    """--executor and the cluster resources, for core.sweep and its recipes."""
+    """--executor and the cluster resources, for core.sweep and its studies."""
     g = p.add_argument_group("where runs execute")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: subprocesses of this machine (--parallel at a time); slurm: one job array")
@@ -55,10 +58,10 @@ def make_executor(args: argparse.Namespace, root: Path, name: str) -> Executor:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
-    p.add_argument("--experiment", help="experiment folder (not with --recipe)")
-    p.add_argument("--recipe", default=None, help="named ablation with an lr sweep (cpu-ablation, "
-                   "cpu-variants, paper-ablation: core/recipes.py) or a model-size ladder (cpu-scaling, "
-                   "gpu-scaling: core/ladder.py)")
+    p.add_argument("--experiment", help="experiment folder (not with --study)")
+    p.add_argument("--study", "--recipe", dest="study", default=None, metavar="NAME|PATH",
+                   help=f"run a study: a built-in by name ({', '.join(builtin_names())}: studies/*.toml) "
+                   "or a study file of your own; --recipe is the old name of this flag")
     p.add_argument("--preset", default="micro")
     p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
     p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
@@ -82,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.recipe:
-        return _main_recipe(args)
+    if args.study:
+        return _main_study(args)
     try:
         if not args.experiment:
-            raise ValueError("give --experiment (or --recipe)")
+            raise ValueError("give --experiment (or --study)")
         validate_name(args.experiment, "experiment name")
         if args.parallel < 1:
             raise ValueError("--parallel must be >= 1")
@@ -107,26 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _main_recipe(args: argparse.Namespace) -> int:
-    from core.studies import (
-        ladder,
-        recipes,  # both build on this module
-    )
-
-    if args.recipe in ladder.LADDERS:
-        run, summary = ladder.run_ladder, ladder.summary_text
-    elif args.recipe in recipes.RECIPES:
-        run, summary = recipes.run_recipe, recipes.summary_text
-    else:
-        names = ", ".join([*recipes.RECIPES, *ladder.LADDERS])
-        print(f"error: unknown recipe {args.recipe!r}; choose one of {names}", file=sys.stderr)
-        return 2
+def _main_study(args: argparse.Namespace) -> int:
+    """Run the study --study names (its file read and checked before anything is written)."""
     root = runs_root(args.runs_dir)
     try:
-        executor = make_executor(args, root, args.recipe)
+        if args.experiment:
+            raise ValueError("give --experiment or --study, not both")
+        if args.parallel < 1:
+            raise ValueError("--parallel must be >= 1")
+        study = load_study(args.study)
+        executor = make_executor(args, root, study.name)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    codes = run(args.recipe, root, executor, progress=not args.no_progress, trackers=args.log_to)
-    print(summary(args.recipe, root))
+    codes = run_study(study, root, executor, progress=not args.no_progress, trackers=args.log_to)
+    print(summary_text(study, root))
     return 1 if any(code != 0 for code in codes.values()) else 0

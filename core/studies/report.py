@@ -1,14 +1,18 @@
-"""HTML reports of whole recipes: ``python -m core.report --recipe NAME``.
+"""HTML reports of whole studies: ``python -m core.report --study NAME|PATH`` (``--recipe`` too).
 
-An lr recipe (core.recipes) gets the curve of final val loss against learning rate, one seed
-band per variant, and the Table 1 at each variant's best lr. A ladder (core.ladder) gets the
-trend with size: each variant's val loss and its difference from the baseline (with the 95%
-Welch interval) against non-embedding parameters, the diagnostics that might explain it, and
-each rung's Table 1.
+A study without an axis (an lr recipe) gets the curve of final val loss against learning rate,
+one seed band per variant, and the Table 1 at each variant's best lr. A study with an axis (a
+ladder) gets the trend with size: each variant's val loss and its difference from the baseline
+(with the 95% Welch interval) against non-embedding parameters, the diagnostics that might
+explain it, and each point's Table 1.
+
+This module's main() is the report CLI: experiments go on to core.analysis.report (which knows
+nothing of studies, so the two never import each other in a circle).
 """
 
 import html
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +20,31 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core import variants
+from core.analysis import report
 from core.analysis.band_plot import band_traces, variant_color
 from core.analysis.report import figure_html, html_table, page, table1_html
 from core.analysis.stats import TABLE1_NOTE, Band, band_over_x
-from core.runs import experiment_records
-from core.studies import ladder, recipes
+from core.runs import runs_root
+from core.studies.plan import final_experiment
+from core.studies.results import (
+    TREND_DIAGNOSTICS,
+    best_lrs,
+    comparison_records,
+    point_records,
+    scaling_rows,
+    study_records,
+)
+from core.studies.study import Study, load_study
 
 # ---------------------------------------------------------------------------- lr recipes
 
 
-def lr_losses(name: str, root: Path) -> dict[str, dict[float, list[float]]]:
-    """{variant: {lr: final val losses of its seeds}} over the recipe's lr grid, baseline first."""
+def lr_losses(study: Study, root: Path) -> dict[str, dict[float, list[float]]]:
+    """{variant: {lr: final val losses of its seeds}} over the study's lr grid, baseline first."""
     out: dict[str, dict[float, list[float]]] = {variants.BASELINE: {}}
-    for lr in recipes.RECIPES[name].lrs:
-        for record in experiment_records(root, recipes.experiment_name(name, lr)):
+    for lr in study.lrs:  # the full-length runs (a short sweep's are not comparable with them)
+        point = study.points[0]
+        for record in study_records(study, point, root, final_experiment(study, point, lr)):
             loss = record["summary"].get("final_val_loss")
             if isinstance(loss, (int, float)):
                 out.setdefault(str(record["variant"]), {}).setdefault(lr, []).append(float(loss))
@@ -58,9 +73,9 @@ def _lr_rows(losses: dict[str, dict[float, list[float]]], best: dict[str, float]
     return rows
 
 
-def lr_sections(name: str, root: Path) -> list[str]:
+def lr_sections(study: Study, root: Path) -> list[str]:
     """The lr curve, its table and the Table 1 at each variant's best lr."""
-    losses, best = lr_losses(name, root), recipes.best_lrs(name, root)
+    losses, best = lr_losses(study, root), best_lrs(study, study.points[0], root)
     interior = [v for v, lr in best.items() if min(losses[v]) < lr < max(losses[v])]
     edge = sorted(set(best) - set(interior))
     verdict = ("Best lr = lowest seed-0 loss, as the recipe picks it. Interior (worse on both sides) "
@@ -72,7 +87,7 @@ def lr_sections(name: str, root: Path) -> list[str]:
             f"{html.escape(verdict)}</p>",
             html_table(["variant", "lr", "seeds", "final val loss", ""], _lr_rows(losses, best), {1, 2, 3}),
             "<h2>Table 1 at each variant's best lr</h2>",
-            table1_html(recipes.comparison_records(name, root)["best_lr"]),
+            table1_html(comparison_records(study, root)["best_lr"]),
             f"<p class=note>{html.escape(TABLE1_NOTE)}</p>"]
 
 
@@ -122,8 +137,8 @@ def loss_figure(rows: list[dict]) -> go.Figure:
 
 
 def diagnostics_figure(rows: list[dict]) -> go.Figure:
-    """The trend diagnostics (core.studies.ladder.TREND_DIAGNOSTICS) against size, one panel each."""
-    keys = [f"{group}/{name}" for group, name in ladder.TREND_DIAGNOSTICS]
+    """The trend diagnostics (core.studies.results.TREND_DIAGNOSTICS) against size, one panel each."""
+    keys = [f"{group}/{name}" for group, name in TREND_DIAGNOSTICS]
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
     for col, key in enumerate(keys, start=1):
         for i, variant in enumerate(_variants(rows)):
@@ -147,36 +162,73 @@ def _rung_rows(rows: list[dict]) -> list[list[str]]:
     return out
 
 
-def ladder_sections(name: str, root: Path) -> list[str]:
-    """The trend figures, the per-rung numbers and each rung's Table 1."""
-    rows = ladder.scaling_rows(name, root)
-    each = ladder.LADDERS[name]
+def ladder_sections(study: Study, root: Path) -> list[str]:
+    """The trend figures, the per-point numbers and each point's Table 1."""
+    rows = scaling_rows(study, root)
     parts = ["<h2>Trend with size</h2>",
              figure_html(f"val loss difference from {variants.BASELINE} (95% Welch interval)",
                          delta_figure(rows)),
              figure_html("final val loss", loss_figure(rows)),
              figure_html("diagnostics at the last evaluation (mean over seeds and layers)",
                          diagnostics_figure(rows)),
-             f"<p class=note>{len(each.rungs)} rungs on the {each.preset} preset, "
-             f"{each.tokens_per_param:g} training tokens per non-embedding parameter; each variant at its "
-             f"best lr from a short sweep ({', '.join(f'{lr:g}' for lr in each.lrs)}; "
-             f"{each.sweep_fraction:g} of the steps, seed 0). Rungs without results are left out.</p>",
+             f"<p class=note>{html.escape(_ladder_note(study))}</p>",
              html_table(["rung", "non-emb params", "steps", "variant", "lr", "seeds", "val loss", "delta",
                          "95% CI (Welch)"], _rung_rows(rows), {1, 2, 4, 5, 6, 7})]
-    for rung in each.rungs:
-        records = ladder.rung_records(name, rung, root)
+    for point in study.points:
+        records = point_records(study, point, root)
         if records:
-            parts += [f"<h3>Table 1, rung {html.escape(rung.name)}</h3>", table1_html(records)]
+            parts += [f"<h3>Table 1, rung {html.escape(point.name)}</h3>", table1_html(records)]
     return parts
 
 
-def build_recipe_report(root: Path, name: str) -> str:
-    """The report of recipe or ladder `name` under the runs root, as one HTML string."""
-    if name in ladder.LADDERS:
-        return page(f"Scaling ladder {name}", f"{len(ladder.LADDERS[name].rungs)} rungs",
-                    ladder_sections(name, root))
-    if name in recipes.RECIPES:
-        grid = ", ".join(f"{lr:g}" for lr in recipes.RECIPES[name].lrs)
-        return page(f"Recipe {name}", f"lr grid {grid}", lr_sections(name, root))
-    known = ", ".join([*recipes.RECIPES, *ladder.LADDERS])
-    raise ValueError(f"unknown recipe {name!r}; choose one of {known}")
+def _ladder_note(study: Study) -> str:
+    """How the points were trained: size, tokens per parameter and how each lr was chosen."""
+    steps = f"{study.steps} steps" if study.steps else "the preset's steps"
+    budget = (f"{study.tokens_per_param:g} training tokens per non-embedding parameter"
+              if study.tokens_per_param is not None else steps)
+    lrs = ", ".join(f"{lr:g}" for lr in study.lrs)
+    chosen = (f"each variant at its best lr from a short sweep ({lrs}; {study.fraction:g} of the steps, "
+              f"seed {study.seeds[0]})" if study.selects else f"lr grid {lrs or 'of the preset'}")
+    return (f"{len(study.points)} rungs on the {study.preset} preset, {budget}; {chosen}. "
+            "Rungs without results are left out.")
+
+
+def build_study_report(root: Path, study: Study) -> str:
+    """The report of `study` under the runs root, as one HTML string."""
+    if study.axis:
+        kind = "Scaling ladder" if study.axis == "rungs" else f"Study along {study.axis}:"
+        points = "rungs" if study.axis == "rungs" else f"values of {study.axis}"
+        return page(f"{kind} {study.name}", f"{len(study.points)} {points}", ladder_sections(study, root))
+    grid = f"lr grid {', '.join(f'{lr:g}' for lr in study.lrs)}" if study.lrs else "the preset's lr"
+    return page(f"Recipe {study.name}", grid, lr_sections(study, root))
+
+
+def write_study_report(root: str | Path | None, study: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of study `study` (a built-in name or a file) to `out` (default
+    ``report-<name>.html``); returns the path. ValueError on a bad study, before anything is written."""
+    loaded = load_study(study)
+    path = Path(out or f"report-{loaded.name}.html")
+    text = build_study_report(runs_root(root), loaded)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.report``: an experiment's report, or with --study (--recipe) a study's."""
+    parser = report.build_parser()
+    parser.add_argument("--study", "--recipe", dest="study", default=None, metavar="NAME|PATH",
+                        help="report a whole study instead: a built-in (studies/*.toml: cpu-ablation, "
+                        "cpu-variants, paper-ablation, cpu-scaling, gpu-scaling) or a study file")
+    args = parser.parse_args(argv)
+    if args.study is None:
+        return report.run(args)
+    try:
+        if args.experiment is not None:
+            raise ValueError("give an experiment or --study NAME, not both")
+        path = write_study_report(args.runs_dir, args.study, args.out)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
