@@ -12,8 +12,9 @@ from core.training.trainer import run_record as trainer_record
 from tests.conftest import REPO
 
 ORCHESTRATION = ("core.jobs.launch", "core.jobs.executors", "core.jobs.runner", "core.jobs.sweep",
-                 "core.jobs.manager", "core.sweep", "core.sharing.hub", "core.studies.recipes",
-                 "core.studies.ladder", "core.jobs.estimate", "core.trackers")
+                 "core.jobs.manager", "core.sweep", "core.sharing.hub", "core.studies.study",
+                 "core.studies.run", "core.studies.sweep", "core.studies.results", "core.studies.manifest",
+                 "core.jobs.estimate", "core.trackers")
 
 
 def test_orchestration_imports_no_torch():

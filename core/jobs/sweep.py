@@ -21,9 +21,6 @@ from core.jobs.executors import (
 from core.jobs.launch import grid
 from core.jobs.runner import execute, plan
 from core.runs import Run, experiment_records, runs_root, slurm_folder, validate_name
-from core.studies.results import summary_text
-from core.studies.run import run_study
-from core.studies.study import builtin_names, load_study
 from core.trackers import LOG_TO_HELP, parse_backends
 
 
@@ -56,12 +53,10 @@ def make_executor(args: argparse.Namespace, root: Path, name: str) -> Executor:
     return SlurmExecutor(slurm_folder(root, name), resources, job_name=name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The sweep CLI's flags; core.studies.sweep adds --study to the same parser."""
     p = argparse.ArgumentParser(prog="python -m core.sweep", description="Run a variants x seeds grid.")
     p.add_argument("--experiment", help="experiment folder (not with --study)")
-    p.add_argument("--study", "--recipe", dest="study", default=None, metavar="NAME|PATH",
-                   help=f"run a study: a built-in by name ({', '.join(builtin_names())}: studies/*.toml) "
-                   "or a study file of your own; --recipe is the old name of this flag")
     p.add_argument("--preset", default="micro")
     p.add_argument("--ffn", nargs="*", default=[], help="plain variants, e.g. swiglu dual")
     p.add_argument("--variant", nargs="*", default=[], help="labels, e.g. dual+ffn_share=none")
@@ -78,15 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-to", default="", metavar="NAMES",
                    help=f"{LOG_TO_HELP} (every run of the grid)")
     add_executor_args(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def prepare(args: argparse.Namespace) -> bool:
+    """Load --ffn-module plugins and parse --log-to; False (after one message) when either is bad."""
     try:
         variants.load_plugins(args.ffn_module)
         args.log_to = parse_backends(args.log_to)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.study:
-        return _main_study(args)
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.sweep`` for a grid (core/sweep.py adds studies through core.studies.sweep)."""
+    args = build_parser().parse_args(argv)
+    return run_grid(args) if prepare(args) else 2
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    """Run the grid the parsed flags describe and wait for it; the exit code of the CLI."""
     try:
         if not args.experiment:
             raise ValueError("give --experiment (or --study)")
@@ -108,21 +116,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {name} failed; see {Run.at(root, args.experiment, name).file('train.log')}",
               file=sys.stderr)
     return 1 if failed else 0
-
-
-def _main_study(args: argparse.Namespace) -> int:
-    """Run the study --study names (its file read and checked before anything is written)."""
-    root = runs_root(args.runs_dir)
-    try:
-        if args.experiment:
-            raise ValueError("give --experiment or --study, not both")
-        if args.parallel < 1:
-            raise ValueError("--parallel must be >= 1")
-        study = load_study(args.study)
-        executor = make_executor(args, root, study.name)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    codes = run_study(study, root, executor, progress=not args.no_progress, trackers=args.log_to)
-    print(summary_text(study, root))
-    return 1 if any(code != 0 for code in codes.values()) else 0

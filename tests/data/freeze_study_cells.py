@@ -1,6 +1,7 @@
 """Freeze every cell the old RECIPES/LADDERS registries produce (run once, before studies/*.toml
 replaced them; kept for the record: it imports the registries that no longer exist, so it runs
-only on a checkout of commit 1f2d4cc or earlier).
+only on a checkout before the studies merge, e.g. commit e492c74, which froze the current file:
+the registries of 1f2d4cc with the router-control options that commit added to every dual config).
 
 ``python tests/data/freeze_study_cells.py > tests/data/study_cells.json``. Phase 1 is frozen fully;
 phase 2 for two hypothetical best-lr maps ("shared": every variant's best is the shared lr, or for
