@@ -12,6 +12,8 @@ from ui.widgets import PRIVATE, OnLoad, axis_controls, experiment_picker, follow
 
 @dataclass
 class CurvesTab:
+    """What the wiring needs from the Curves tab."""
+
     experiment: gr.Dropdown  # follows a launch (the wiring sets it)
     on_load: OnLoad  # draws the default experiment's curves
 

@@ -12,6 +12,8 @@ from ui.widgets import PRIVATE, axis_controls, experiment_picker, follow_on_sele
 
 @dataclass
 class DiagnosticsTab:
+    """What the wiring needs from the Diagnostics tab."""
+
     experiment: gr.Dropdown  # follows a launch (the wiring sets it)
 
 

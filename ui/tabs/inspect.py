@@ -23,35 +23,22 @@ SAMPLE_TEXT = ("The state of the Union is strong. We will invest in our roads, o
 
 @dataclass
 class InspectTab:
+    """What the wiring needs from the Inspect tab."""
+
     on_load: OnLoad  # inspects the default runs on the sample text
 
 
 def inspect_tab(explorer: Explorer, followed: gr.State) -> InspectTab:
     """The Inspect tab; opening it follows the experiment launched last and inspects at once."""
-    run_ids = explorer.run_ids()
-    first, second = run_pair(run_ids)
-    top = explorer.top_layer([first, second])
     with gr.Tab("Inspect") as tab:
-        with gr.Row():
-            run_a = gr.Dropdown(run_ids, value=first, label="Run A")
-            run_b = gr.Dropdown(run_ids, value=second, label="Run B (optional)")
-            # empty until the first inspection offers the runs' statistics (the first one is shown)
-            colour_by = gr.Dropdown([LOSS_COLOURING], value=None, label="Colour tokens by",
-                                    allow_custom_value=True)
-            layer = gr.Slider(0, max(top, 1), value=0, step=1, label="Layer for token colours")
+        run_a, run_b, colour_by, layer = _pickers(explorer)
         text = gr.Textbox(SAMPLE_TEXT, lines=3, label="Text", max_length=explorer.limits.max_text_chars)
         inspect_btn = gr.Button("Inspect", variant="primary")
-        info = gr.Markdown()
-        with gr.Row():
-            tokens_a = gr.HighlightedText(label="Run A", combine_adjacent=False, show_legend=False)
-            tokens_b = gr.HighlightedText(label="Run B", combine_adjacent=False, show_legend=False)
-        stats_plot = gr.Plot(label="Per-token statistics of each run's FFN, tokens x layers")
-        loss_plot = gr.Plot(label="Per-token loss")
-        params_plot = gr.Plot(label="Per-layer statistics (e.g. the dual path's theta and alphas)")
+        info, tokens_a, tokens_b, *plots = _views()
 
     calls = _Callbacks(explorer)
     inputs = [run_a, run_b, text, colour_by, layer]
-    outputs = [info, tokens_a, tokens_b, colour_by, stats_plot, loss_plot, params_plot]
+    outputs = [info, tokens_a, tokens_b, colour_by, *plots]
     inspect_btn.click(calls.run_inspect, inputs, outputs, **PRIVATE)
     for control in (colour_by, layer):
         control.input(calls.run_inspect, inputs, outputs, **PRIVATE)
@@ -60,6 +47,34 @@ def inspect_tab(explorer: Explorer, followed: gr.State) -> InspectTab:
     tab.select(calls.follow, [run_a, run_b, followed], [run_a, run_b], **PRIVATE).then(
         calls.run_inspect, inputs, outputs, **PRIVATE)
     return InspectTab(OnLoad(calls.run_inspect, inputs, outputs))
+
+
+def _pickers(explorer: Explorer) -> tuple[gr.Dropdown, gr.Dropdown, gr.Dropdown, gr.Slider]:
+    """Runs A and B (a baseline run and another variant's by default), the colouring and layer."""
+    run_ids = explorer.run_ids()
+    first, second = run_pair(run_ids)
+    top = explorer.top_layer([first, second])
+    with gr.Row():
+        run_a = gr.Dropdown(run_ids, value=first, label="Run A")
+        run_b = gr.Dropdown(run_ids, value=second, label="Run B (optional)")
+        # empty until the first inspection offers the runs' statistics (the first one is shown)
+        colour_by = gr.Dropdown([LOSS_COLOURING], value=None, label="Colour tokens by",
+                                allow_custom_value=True)
+        layer = gr.Slider(0, max(top, 1), value=0, step=1, label="Layer for token colours")
+    return run_a, run_b, colour_by, layer
+
+
+def _views() -> list:
+    """The notes, both runs' coloured tokens and the three plots, in _Callbacks.run_inspect's order
+    (less the colouring picker)."""
+    info = gr.Markdown()
+    with gr.Row():
+        tokens_a = gr.HighlightedText(label="Run A", combine_adjacent=False, show_legend=False)
+        tokens_b = gr.HighlightedText(label="Run B", combine_adjacent=False, show_legend=False)
+    stats_plot = gr.Plot(label="Per-token statistics of each run's FFN, tokens x layers")
+    loss_plot = gr.Plot(label="Per-token loss")
+    params_plot = gr.Plot(label="Per-layer statistics (e.g. the dual path's theta and alphas)")
+    return [info, tokens_a, tokens_b, stats_plot, loss_plot, params_plot]
 
 
 class _Callbacks:

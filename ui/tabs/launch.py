@@ -17,6 +17,8 @@ from ui.widgets import PRIVATE, OnLoad, friendly
 
 @dataclass
 class LaunchTab:
+    """What the wiring needs from the Launch tab."""
+
     experiment: gr.Textbox  # the experiment the other tabs follow after a launch
     launched: gr.events.Dependency  # the Launch click: the wiring chains `.success` on it
     on_load: OnLoad  # the preview of the default grid

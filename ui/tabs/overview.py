@@ -19,6 +19,8 @@ FINDING = ("The report's dual-path FFN (a learned router per token between a den
 
 @dataclass
 class OverviewTab:
+    """What the wiring needs from the Overview tab."""
+
     on_load: OnLoad  # draws the curves and the table with no click
 
 

@@ -14,6 +14,8 @@ from ui.widgets import PRIVATE, OnLoad, experiment_picker, follow_on_select, fri
 
 @dataclass
 class ResultsTab:
+    """What the wiring needs from the Results tab."""
+
     experiment: gr.Dropdown  # follows a launch (the wiring sets it)
     on_load: OnLoad  # the default experiment's table
 
