@@ -47,9 +47,9 @@ def append_lines(root: Path, start: int, count: int = 10) -> None:
 def tick(explorer: Explorer) -> float:
     start = time.perf_counter()
     data = explorer.curves("bench", "train/loss", "step", 0.0)
-    from app import _band  # the app's own JSON -> Band conversion
+    from ui.figures import band_from_json  # the app's own JSON -> Band conversion
 
-    curves_figure({v: _band(d) for v, d in data.items()}, "train/loss")
+    curves_figure({v: band_from_json(d) for v, d in data.items()}, "train/loss")
     return time.perf_counter() - start
 
 

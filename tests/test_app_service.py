@@ -8,14 +8,25 @@ import numpy as np
 import pytest
 import torch
 
+from core import variants
 from core.analysis.stats import Band
 from core.config import apply_overrides, preset
 from core.model import build_model, load_weights_state, weights_state
 from core.runs import Run
 from core.training.data import load_tokenizer
 from core.training.trainer import run_record
-from ui.figures import curves_figure
-from ui.service import Explorer, Limits, parse_overrides, parse_seeds, variant_choice
+from ui.figures import band_from_json, colourings, curves_figure, json_curves_figure, token_colours
+from ui.service import (
+    Explorer,
+    Limits,
+    failures,
+    followed_runs,
+    parse_overrides,
+    parse_seeds,
+    run_pair,
+    variant_choice,
+    variant_labels,
+)
 
 LOSSES = {  # variant -> per-seed val loss at steps 10, 20
     "swiglu": [[6.0, 5.0], [6.2, 5.4], [5.8, 5.3]],
@@ -100,6 +111,50 @@ def test_parse_helpers():
         variant_choice("dual", {"ffn_share": "most"})
 
 
+def test_variant_labels_read_the_picked_forms_in_registry_order():
+    forms = {name: [0, "width", *(o.default for o in variants.spec(name).options)]
+             for name in variants.names()}
+    dual = forms["dual"]
+    dual[:2] = [32, "params"]
+    dual[2 + [o.name for o in variants.spec("dual").options].index("ffn_share")] = "none"
+    labels = variant_labels(["dual", "swiglu"], forms)
+    assert labels == ["swiglu", variant_choice("dual", {"ffn_share": "none"}, 32, "params")]
+    assert "ffn_share=none" in labels[1] and variant_labels(None, forms) == []
+
+
+def test_a_failure_is_new_once_and_never_on_the_first_read():
+    rows = [{"run": "a-s0", "state": "failed", "error": "boom"},
+            {"run": "b-s0", "state": "running", "error": ""}]
+    assert failures(rows, None) == ({}, ["a-s0"])  # failed before this session: not news
+    assert failures(rows, []) == ({"a-s0": "boom"}, ["a-s0"])
+    assert failures(rows, ["a-s0"]) == ({}, ["a-s0"])
+
+
+def test_runs_to_compare_and_to_follow():
+    ids = ["demo/dual-s0", "demo/dual-s1", "demo/swiglu-s0", "new/dual-s0", "new/swiglu-s0"]
+    assert run_pair(ids) == ("demo/swiglu-s0", "demo/dual-s0")
+    assert run_pair(["x/dual-s0", "x/dual-s1"]) == ("x/dual-s0", None) and run_pair([]) == (None, None)
+    assert followed_runs(ids, "demo/swiglu-s0", None, "new") == ("new/swiglu-s0", "new/dual-s0")
+    assert followed_runs(ids, "new/dual-s0", None, "new") == ("new/dual-s0", None)  # the user's choice
+    assert followed_runs(ids, "demo/dual-s0", "b", "gone") == ("demo/dual-s0", "b")
+
+
+def test_json_bands_and_token_colours():
+    band = band_from_json({"x": [1, 2], "mean": [3.0, None], "std": [0, 0], "min": [3, 3], "max": [3, 3],
+                           "n": [2, 1]})
+    assert band.x.tolist() == [1, 2] and np.isnan(band.mean[1])
+    data = {"dual": {"x": [1, 2], "mean": [3, 2], "std": [0, 0], "min": [3, 2], "max": [3, 2], "n": [2, 2],
+                     "seeds": [([1, 2], [3, 2]), ([1, 2], [3, 2])]}}
+    assert len(json_curves_figure(data, "val/loss", seeds=True).data) == 5  # two seeds, band edges, mean
+    result = {"run": "e/dual-s0", "tokens": ["a", "b"], "token_loss": [None, 2.0],
+              "token_stats": {"router_sparse": [[0.0, 1.0], [0.5, 0.25]]},
+              "stat_info": {"router_sparse": {"low": 0.0, "high": 1.0, "meaning": "w"}}}
+    assert colourings([result], None) == (["per-token loss", "router_sparse"], "router_sparse")
+    assert colourings([{**result, "token_stats": {}}], "router_sparse")[1] == "per-token loss"
+    assert token_colours(result, "router_sparse", 5) == [("a", 0.0), ("b", -0.5)]  # the last layer
+    assert token_colours(result, "per-token loss", 0) == [("a", 0.0), ("b", 1.0)]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(seeds=""), "at least one seed"),
     (dict(steps=-3), "steps must be at least 1"),
@@ -152,6 +207,9 @@ def inspectable(tmp_path):
 
 def test_inspect_two_runs_matches_direct_forward(inspectable):
     assert inspectable.run_ids() == ["ins/dual-s0", "ins/swiglu-s0"]
+    layers = inspectable.num_layers("ins/dual-s0")
+    assert inspectable.top_layer(["ins/dual-s0", None, "ins/none-s9"]) == layers - 1
+    assert inspectable.top_layer([]) == 0
     swiglu, dual = inspectable.inspect(["ins/swiglu-s0", "ins/dual-s0"], "The Union is strong.")
     assert "router_sparse" in dual["token_stats"] and swiglu["token_stats"] == {}
     assert len(dual["token_stats"]["router_sparse"]) == 2

@@ -1,8 +1,10 @@
 """Plotly figures of the explorer: seed-band curves and per-token inspection views.
 
-Pure functions from JSON-friendly data to figures; no Gradio here, so they are unit-testable.
+Pure functions from JSON-friendly data to figures (and to the coloured tokens Inspect shows); no
+Gradio here, so they are unit-testable.
 """
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -31,6 +33,22 @@ def curves_figure(bands: dict[str, Band], metric: str, x: str = "step", spread: 
                            xref="paper", yref="paper")
     return fig
 
+
+
+def band_from_json(data: dict) -> Band:
+    """The Band of one variant in Explorer.curves' JSON (None, a gap, back to NaN)."""
+    arr = {k: np.array([np.nan if v is None else v for v in data[k]], dtype=float)
+           for k in ("x", "mean", "std", "min", "max", "n")}
+    return Band(**arr)
+
+
+def json_curves_figure(data: dict[str, dict], metric: str, x: str = "step", spread: str = "std",
+                       seeds: bool = False, log_y: bool = False) -> go.Figure:
+    """curves_figure of Explorer.curves' or Explorer.diagnostics' JSON, with each name's per-seed
+    lines when `seeds`."""
+    bands = {name: band_from_json(d) for name, d in data.items()}
+    per_seed = {name: d["seeds"] for name, d in data.items()} if seeds else None
+    return curves_figure(bands, metric, x, spread, per_seed, log_y)
 
 def token_loss_figure(series: dict[str, tuple[list[str], list[float | None]]]) -> go.Figure:
     """Per-token next-token loss of one or two runs on the same text."""
@@ -77,3 +95,39 @@ def stats_heatmaps(results: list[dict]) -> go.Figure | None:
         fig.update_xaxes(showticklabels=len(labels) <= 80, row=row, col=1)
     fig.update_layout(template="plotly_white", height=plot_height + 120, margin=dict(l=40, r=20, t=40, b=80))
     return fig
+
+
+# Inspect's coloured tokens ---------------------------------------------------------------------
+LOSS_COLOURING = "per-token loss"  # the colouring every run offers
+
+
+def colourings(results: list[dict], stat: str | None) -> tuple[list[str], str]:
+    """What tokens may be coloured by (the loss, then every statistic the runs report) and the one
+    to show: `stat` when offered, else the first statistic (the loss when there is none)."""
+    offered = [LOSS_COLOURING] + list(dict.fromkeys(n for r in results for n in r["token_stats"]))
+    return offered, stat if stat in offered else offered[min(1, len(offered) - 1)]
+
+
+def token_colours(result: dict, stat: str, layer: int) -> list[tuple[str, float]]:
+    """(token, score in [-1, 1]): the statistic on its declared range at `layer` (low = -1,
+    high = +1), or the loss scaled by its maximum (0..1) when the run lacks the statistic."""
+    if stat in result["token_stats"]:
+        rows = result["token_stats"][stat]
+        row = rows[min(layer, len(rows) - 1)]
+        info = result["stat_info"][stat]
+        low = info["low"]
+        high = info["high"] if info["high"] is not None else max(max(row), low + 1e-9)
+        span = (high - low) or 1.0
+        return [(t, round(2 * (v - low) / span - 1, 4)) for t, v in zip(result["tokens"], row)]
+    losses = [v or 0.0 for v in result["token_loss"]]
+    top = max(losses) or 1.0
+    return [(t, round(v / top, 4)) for t, v in zip(result["tokens"], losses)]
+
+
+def colour_label(result: dict, stat: str, layer: int) -> str:
+    """The caption of a run's coloured tokens: what the colours mean, at which layer."""
+    if stat not in result["token_stats"]:
+        return f"{result['run']}: per-token loss (darker = higher)"
+    shown = min(layer, len(result["token_stats"][stat]) - 1)
+    meaning = result["stat_info"][stat]["meaning"]
+    return f"{result['run']}, layer {shown}: {stat}, {meaning} (red = high, purple = low)"

@@ -162,6 +162,50 @@ def variant_choice(ffn: str, options: dict | None = None, hidden: int | None = N
     return variant_label(apply_overrides(preset("micro"), overrides).model)
 
 
+
+def variant_labels(picked: list[str] | None, fields: dict[str, list]) -> list[str]:
+    """Variant labels of the `picked` variants, from each variant's form values
+    `{variant: [hidden, match, *options in their declared order]}`; the forms of variants not
+    picked are ignored (the Launch tab keeps every form, picked or not)."""
+    labels = []
+    for name, (hidden, match, *options) in fields.items():
+        if name in (picked or []):
+            names = [option.name for option in variants.spec(name).options]
+            labels.append(variant_choice(name, dict(zip(names, options)), int(hidden or 0), match))
+    return labels
+
+
+def failures(rows: list[dict], seen: list[str] | None) -> tuple[dict[str, str], list[str]]:
+    """The failed runs of a status table: ({run: error} of those not in `seen`, to announce once;
+    every failed run, the next `seen`). None for `seen` means the table was never read, so no
+    failure is new (an app restarted on old failures does not announce them again)."""
+    failed = {r["run"]: r["error"] for r in rows if r["state"].startswith("failed")}
+    new = {run: error for run, error in failed.items() if seen is not None and run not in seen}
+    return new, sorted(failed)
+
+
+def _variant_of(run_id: str) -> str:
+    """'exp/dual-s0' -> 'dual' (a run's folder is its variant label and seed)."""
+    return run_id.split("/")[-1].rsplit("-s", 1)[0]
+
+
+def run_pair(run_ids: list[str]) -> tuple[str | None, str | None]:
+    """Default runs to compare: the first baseline run and the first run of another variant."""
+    first = next((r for r in run_ids if f"/{variants.BASELINE}" in r), run_ids[0] if run_ids else None)
+    other = _variant_of(first or "")
+    second = next((r for r in run_ids if r != first and _variant_of(r) != other), None)
+    return first, second
+
+
+def followed_runs(run_ids: list[str], a: str | None, b: str | None,
+                  experiment: str | None) -> tuple[str | None, str | None]:
+    """Runs to inspect after `experiment` was launched: a pair of its runs once some have weights,
+    unless run A already is one of them (then the user's choice stands); else (a, b)."""
+    mine = [r for r in run_ids if experiment and r.startswith(f"{experiment}/")]
+    if mine and not str(a or "").startswith(f"{experiment}/"):
+        return run_pair(mine)
+    return a, b
+
 # What a locked (demo) launch may change: the FFN variant and its options, and optimisation
 # settings that do not change the cost of a step. Everything else must stay as the preset has it.
 _FREE_TRAIN = {"lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip",
@@ -416,6 +460,16 @@ class Explorer:
         """Decoder layers of a run (what Inspect's layer control ranges over)."""
         config = self._run(run_id).read_config() or {}
         return int((config.get("model") or {}).get("num_hidden_layers") or 1)
+
+    def top_layer(self, run_ids: list[str | None]) -> int:
+        """Index of the deepest layer among `run_ids` (0 when none can be read)."""
+        depths = [1]
+        for run_id in (r for r in run_ids if r):
+            try:
+                depths.append(self.num_layers(run_id))
+            except ValueError:
+                continue
+        return max(depths) - 1
 
     def _run(self, run_id: str) -> Run:
         experiment, sep, name = str(run_id).partition("/")
