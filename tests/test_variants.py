@@ -336,7 +336,8 @@ def _schema_1(ffn: str) -> dict:
 def test_schema_1_dual():
     config = RunConfig.from_dict(_schema_1("dual"))
     assert config.model.ffn == "dual"
-    assert config.model.ffn_options == OLD_DUAL_OPTIONS
+    added = {o.name: o.default for o in variants.spec("dual").options if o.name not in OLD_DUAL_OPTIONS}
+    assert config.model.ffn_options == {**OLD_DUAL_OPTIONS, **added}  # options added since: defaults
     assert isinstance(config.model.ffn_options["router_temperature"], float)
     assert config.model.ffn_module == ""
     assert config.to_dict()["schema"] == 2
