@@ -3,6 +3,8 @@ the cache, exports, the CLI's bad inputs and the app's view."""
 
 import json
 import math
+import subprocess
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -29,7 +31,7 @@ from core.model import build_model, weights_state
 from core.runs import Run
 from core.training.data import load_tokenizer
 from core.training.trainer import run_record
-from tests.conftest import run_cli, tiny_model_config
+from tests.conftest import REPO, run_cli, tiny_model_config
 
 # (ffn, options) of every variant kind: a router + cut, experts, a plain sparse activation, dense
 VARIANTS = [("dual", {}), ("dual", {"ffn_threshold": "cats", "ffn_share": "none"}), ("moe", {"moe_top_k": 2}),
@@ -408,3 +410,18 @@ def test_csv_keeps_awkward_token_texts(tmp_path):
                           "top1_context": ["a[[b]]c", "", "x\r\ny", "null", "N/A", "#"]})
     atlas_mod.write_table(frame, tmp_path / "t.csv")
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.csv"), frame)
+
+
+def test_progress_counts_positions_over_both_runs(runs_root):
+    calls = []
+    run_atlases("exp/dual-s0", 300, compare="exp/frozen-s0", runs_dir=runs_root, refresh=True,
+                progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (600, 600) and calls == sorted(calls)
+    assert (300, 600) in calls  # the first run's end
+
+
+def test_atlas_never_imports_gradio():
+    code = "import sys, core.atlas, core.analysis.atlas; assert 'gradio' not in sys.modules"
+    checked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             cwd=REPO)
+    assert checked.returncode == 0, checked.stderr

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +65,7 @@ SCORE_BINS = 120  # bins of a cut's score over the variant's score_range (0.1 rm
 LOGITS_BUDGET = 64 * 2**20  # bytes of fp32 logits per forward: sets the windows per batch
 MAX_WINDOWS = 16
 FORMATS = (".csv", ".parquet")
+Progress = Callable[[int, int], None]  # (positions done, positions in all) after each batch
 # Computed/served-from-cache counters (tests and logs read them).
 CACHE_STATS = {"computed": 0, "hits": 0}
 
@@ -282,11 +283,13 @@ def windows_per_batch(seq_len: int, vocab: int) -> int:
 
 
 def compute_atlas(model: CausalLM, ids: np.ndarray, top_k: int = TOP_K, context: int = CONTEXT,
-                  seq_len: int | None = None, per_batch: int | None = None) -> Atlas:
+                  seq_len: int | None = None, per_batch: int | None = None,
+                  progress: Progress | None = None) -> Atlas:
     """The atlas of `model` over the token stream `ids` (N + 1 ids: N input positions, each
-    predicting the next id), in windows of `seq_len` (default: the model's context).
+    predicting the next id), in windows of `seq_len` (default: the model's context);
+    `progress(done, total)` is called with positions after each batch.
 
-    No run and no cache: :func:`run_atlas` wraps this for a run on disk. ValueError when the
+    No run and no cache: :func:`run_atlases` wraps this for runs on disk. ValueError when the
     stream has fewer than 2 ids or an id outside the model's vocabulary.
     """
     ids = np.asarray(ids, dtype=np.int64)
@@ -294,7 +297,8 @@ def compute_atlas(model: CausalLM, ids: np.ndarray, top_k: int = TOP_K, context:
     if len(ids) < 2:
         raise ValueError(f"the token stream holds {len(ids)} token(s); an atlas needs at least 2")
     if ids.min() < 0 or ids.max() >= config.vocab_size:
-        raise ValueError(f"token id {int(ids.max())} is outside the model's vocabulary ({config.vocab_size})")
+        bad = int(ids.max() if ids.max() >= config.vocab_size else ids.min())
+        raise ValueError(f"token id {bad} is outside the model's vocabulary ({config.vocab_size})")
     seq_len = min(seq_len or config.max_position_embeddings, config.max_position_embeddings)
     per_batch = per_batch or windows_per_batch(seq_len, config.vocab_size)
     sums, start = _Sums(model, top_k), time.perf_counter()
@@ -302,6 +306,8 @@ def compute_atlas(model: CausalLM, ids: np.ndarray, top_k: int = TOP_K, context:
         for x, y, offset in _batches(ids, seq_len, per_batch, sums.device):
             sums.offset = offset
             sums.add_batch(x, y, model(x, return_stats=True))
+            if progress is not None:
+                progress(offset + x.numel(), len(ids) - 1)
     arrays = sums.finish(ids, context)
     seconds = time.perf_counter() - start
     return Atlas(_meta(model, sums, len(ids) - 1, seq_len, top_k, context, seconds), arrays)
@@ -478,7 +484,7 @@ def _device(device: str) -> str:
 
 
 def _atlas_of(loaded: _Loaded, ids: np.ndarray, source: str, top_k: int, seq_len: int,
-              refresh: bool) -> Atlas:
+              refresh: bool, progress: Progress | None) -> Atlas:
     """The cached atlas of a loaded run on `ids`, or a freshly computed (and cached) one."""
     run = loaded.run
     settings = {"data": source, "top_k": top_k, "context": CONTEXT, "seq_len": seq_len,
@@ -489,7 +495,7 @@ def _atlas_of(loaded: _Loaded, ids: np.ndarray, source: str, top_k: int, seq_len
         CACHE_STATS["hits"] += 1
         cached.meta["cached"] = True
         return cached
-    atlas = compute_atlas(loaded.model, ids, top_k, CONTEXT, seq_len)
+    atlas = compute_atlas(loaded.model, ids, top_k, CONTEXT, seq_len, progress=progress)
     config = run.read_config() or {}
     atlas.meta.update(run=_label(run), variant=config.get("variant") or atlas.meta["variant"],
                       data=source, weights=_weights_stamp(run), cached=False)
@@ -500,10 +506,11 @@ def _atlas_of(loaded: _Loaded, ids: np.ndarray, source: str, top_k: int, seq_len
 
 def run_atlases(run: "str | Path | Run", tokens: int = DEFAULT_TOKENS, data: str = "val",
                 top_k: int = TOP_K, compare: "str | Path | Run | None" = None, *,
-                runs_dir: str | Path | None = None, device: str = "cpu",
-                refresh: bool = False) -> tuple[list[Atlas], Tokenizer]:
+                runs_dir: str | Path | None = None, device: str = "cpu", refresh: bool = False,
+                progress: Progress | None = None) -> tuple[list[Atlas], Tokenizer]:
     """The atlas of `run` (and of `compare`, on the very same tokens and windows) over
     `tokens` tokens of `data`, from the run folder's cache when it holds one; and the tokenizer.
+    `progress(done, total)` counts positions over every atlas computed (not those cached).
 
     ValueError (nothing written) for an unknown run, a run without weights or tokenizer,
     tokens or top_k <= 0, a data file that does not exist, or runs with different tokenizers.
@@ -518,8 +525,16 @@ def run_atlases(run: "str | Path | Run", tokens: int = DEFAULT_TOKENS, data: str
     if len(ids) < 2:
         raise ValueError(f"data {source} holds {len(ids)} token(s); an atlas needs at least 2")
     seq_len = min(first.config.train.seq_len, *(x.model.config.max_position_embeddings for x in loaded))
-    atlases = [_atlas_of(x, ids, source, top_k, seq_len, refresh) for x in loaded]
+    atlases = []
+    for index, one in enumerate(loaded):
+        # one bar over both runs: run i's positions come after run i-1's
+        step = None if progress is None else partial(_shifted, progress, index, len(loaded))
+        atlases.append(_atlas_of(one, ids, source, top_k, seq_len, refresh, step))
     return atlases, first.tokenizer
+
+
+def _shifted(progress: Progress, index: int, runs: int, done: int, total: int) -> None:
+    progress(index * total + done, runs * total)
 
 
 # ---------------------------------------------------------------- tables
@@ -801,16 +816,20 @@ def _clean(value: Any) -> Any:
 def atlas_view(run: "str | Run", layer: int = 0, unit: int | None = None, *,
                compare: "str | Run | None" = None, tokens: int = DEFAULT_TOKENS, data: str = "val",
                top_k: int = TOP_K, rows: int = 200, sort: str = "count", descending: bool = True,
-               min_count: int = 1, runs_dir: str | Path | None = None, device: str = "cpu") -> dict:
+               min_count: int = 1, runs_dir: str | Path | None = None, device: str = "cpu",
+               progress: Progress | None = None) -> dict:
     """JSON-friendly atlas of one run (or two, aligned) at one layer, for the app's Atlas view.
 
     Returns ``{"settings": {...}, "runs": [block, ...], "tokens": {"columns", "rows", "total"}}``;
     a block holds the run's labels, cache flag and speed, its statistics' declarations, the
     layer's summary and histograms, its units table and, when `unit` is given, that unit's
     flags and top contexts. Token rows: the `rows` first by `sort` (a column name) among tokens
-    seen at least `min_count` times. ValueError (nothing written) for bad inputs.
+    seen at least `min_count` times. `progress(done, total)` reports positions while computing
+    (for a progress bar; nothing is called when the atlases come from the cache). ValueError
+    (nothing written) for bad inputs.
     """
-    atlases, tokenizer = run_atlases(run, tokens, data, top_k, compare, runs_dir=runs_dir, device=device)
+    atlases, tokenizer = run_atlases(run, tokens, data, top_k, compare, runs_dir=runs_dir, device=device,
+                                     progress=progress)
     for atlas in atlases:
         _check_layer(atlas, layer)
     tables = [token_table(a, tokenizer, layer) for a in atlases]
@@ -888,6 +907,9 @@ def main(argv: list[str] | None = None) -> int:
                                          runs_dir=args.runs_dir, device=args.device, refresh=args.refresh)
         for atlas in atlases:
             _print_atlas(atlas, tokenizer)
+        if atlases[0].meta["tokens"] < args.tokens:
+            print(f"note: {atlases[0].meta['data']} holds only {atlases[0].meta['tokens']:,} positions "
+                  f"(asked for {args.tokens:,})")
         if out is not None:
             written = export_atlases(atlases, tokenizer, out)
             print("wrote " + ", ".join(map(str, written)))
