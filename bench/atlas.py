@@ -71,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=atlas.DEFAULT_TOKENS)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (default: torch's own; 1 is steadier on shared cores)")
+                        help="torch CPU threads (default: the CLI's rule, atlas.default_threads)")
     parser.add_argument("--out", default=str(RESULTS / "atlas.json"))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or atlas.default_threads())
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
         result = measure(copy_run(Path(args.run).resolve(), Path(tmp)), args.tokens, args.repeats)

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -875,6 +876,18 @@ def _print_extremes(atlas: Atlas, tokenizer: Tokenizer, name: str, out, shown: i
         print(f"  L{layer} {name} (tokens seen >= {min_count}x): highest {high}; lowest {low}", file=out)
 
 
+def default_threads() -> int:
+    """torch CPU threads for a CLI atlas: 1 when the 1-minute load average says other work
+    already fills the cores, torch's default otherwise. On this project's 2 shared cores (load
+    7-9) the 100k-token bench took 134 s with 2 threads, whose spin-waits fight the other
+    processes, and 38 s with 1."""
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        busy = False
+    return 1 if busy else torch.get_num_threads()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.atlas",
                                 description="Routing atlas of a run over a corpus: per vocabulary token, "
@@ -889,7 +902,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--refresh", action="store_true", help="recompute even when cached")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default torch's; 1 runs faster on cores shared with other work)")
+                   help="torch CPU threads (default: 1 while other work keeps the cores busy, else torch's)")
     p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
                    help="the FFN file of a plugin run (repeatable)")
     return p
@@ -898,8 +911,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``python -m core.atlas``: 0 on success, 2 (one ``error:`` line, nothing written) on bad input."""
     args = _parser().parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads if args.threads > 0 else default_threads())
     try:
         variants.load_plugins(args.ffn_module)
         out = check_out(args.out) if args.out else None
@@ -922,5 +934,5 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = ["Atlas", "compute_atlas", "run_atlases", "atlas_view", "token_table", "unit_table",
            "unit_contexts", "histograms", "layer_summary", "mean_loss", "compare_table", "export_atlases",
            "read_table", "write_table", "check_out", "check_settings", "resolve_run", "token_stream",
-           "same_tokenizer", "cache_key", "windows_per_batch", "main", "CACHE_STATS", "DEFAULT_TOKENS",
-           "TOP_K", "CONTEXT"]
+           "same_tokenizer", "cache_key", "windows_per_batch", "default_threads", "main", "CACHE_STATS",
+           "DEFAULT_TOKENS", "TOP_K", "CONTEXT"]
