@@ -326,7 +326,10 @@ def test_view_is_json_and_has_the_app_shape(runs_root):
     rows = view["tokens"]["rows"]
     column = view["tokens"]["columns"].index("router_sparse_mean")
     assert len(rows) == 20 and rows[0][column] >= rows[-1][column]
-    for bad in ({"layer": 2}, {"unit": 256}, {"sort": "nope"}):
+    # numbers as a UI sends them
+    again = atlas_view("exp/dual-s0", layer=1.0, unit=np.int64(5), tokens=TOKENS, runs_dir=runs_root)
+    assert again["runs"][0]["unit"] == unit and again["settings"]["layer"] == 1
+    for bad in ({"layer": 2}, {"layer": 0.5}, {"unit": 256}, {"sort": "nope"}, {"rows": -1}):
         with pytest.raises(ValueError):
             atlas_view("exp/dual-s0", **{"layer": 1, **bad}, tokens=TOKENS, runs_dir=runs_root)
 

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import math
+import operator
 import os
 import sys
 import threading
@@ -66,6 +67,9 @@ SCORE_BINS = 120  # bins of a cut's score over the variant's score_range (0.1 rm
 LOGITS_BUDGET = 64 * 2**20  # bytes of fp32 logits per forward: sets the windows per batch
 MAX_WINDOWS = 16
 FORMATS = (".csv", ".parquet")
+# Tokens required past the limit when a text file was read only in part: the cut may split the
+# last word, whose ids then differ from those of the whole file.
+_CUT_MARGIN = 8
 Progress = Callable[[int, int], None]  # (positions done, positions in all) after each batch
 # Computed/served-from-cache counters (tests and logs read them).
 CACHE_STATS = {"computed": 0, "hits": 0}
@@ -121,8 +125,9 @@ def _histogram(values: torch.Tensor, low: float, high: float, bins: int) -> torc
     index = (values - low).mul_(bins / (high - low)).add_(1).floor_().clamp_(0, bins + 1)
     index.masked_fill_(values == high, bins).nan_to_num_(nan=bins + 1)
     index += torch.arange(rows, device=values.device, dtype=index.dtype)[:, None] * width
-    # small integers bin fastest; int16 holds every index while rows * width < 2**15
-    kind = torch.int16 if rows * width < 2**15 else torch.int64
+    # small integers bin fastest on CPU; int16 holds every index while rows * width < 2**15
+    small = values.device.type == "cpu" and rows * width < 2**15
+    kind = torch.int16 if small else torch.int64
     return torch.bincount(index.reshape(-1).to(kind), minlength=rows * width).view(rows, width)
 
 
@@ -399,8 +404,7 @@ def _file_ids(path: Path, tokenizer: Tokenizer, limit: int) -> np.ndarray:
         text = f.read(chars)
         while True:
             ids = tokenizer.encode(text, add_special_tokens=False).ids
-            # a margin of tokens: the cut may split the last word, whose ids then differ
-            more = f.read(chars) if len(ids) <= limit + CONTEXT else ""
+            more = f.read(chars) if len(ids) <= limit + _CUT_MARGIN else ""
             if not more:
                 return np.asarray(ids[:limit], dtype=np.int64)
             text += more
@@ -411,10 +415,10 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def cache_key(run: Run, ids: np.ndarray, settings: dict) -> str:
-    """Key of an atlas: the weights file's identity, config.json, the token stream, the settings."""
-    st = run.file("model.safetensors").stat()
-    record = {"recipe": ATLAS_RECIPE, "weights": [st.st_ino, st.st_size, st.st_mtime_ns],
+def cache_key(run: Run, ids: np.ndarray, settings: dict, weights: list | None = None) -> str:
+    """Key of an atlas: the weights file's identity (`weights`, default: read now), config.json,
+    the token stream, the settings."""
+    record = {"recipe": ATLAS_RECIPE, "weights": weights or _weights_stamp(run),
               "config": _sha(run.file("config.json").read_bytes()), "tokens": _sha(ids.tobytes()),
               **settings}
     return _sha(json.dumps(record, sort_keys=True).encode())[:16]
@@ -458,6 +462,7 @@ def _cached_weights(path: Path) -> list | None:
 
 
 def _weights_stamp(run: Run) -> list:
+    """model.safetensors' identity: a new checkpoint is a new file (inode), size or mtime."""
     st = run.file("model.safetensors").stat()
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
@@ -490,7 +495,8 @@ def _atlas_of(loaded: _Loaded, ids: np.ndarray, source: str, top_k: int, seq_len
     run = loaded.run
     settings = {"data": source, "top_k": top_k, "context": CONTEXT, "seq_len": seq_len,
                 "bins": [STAT_BINS, SCORE_BINS]}
-    path = _cache_path(run, cache_key(run, ids, settings))
+    weights = _weights_stamp(run)  # once: the key and the stored stamp must agree
+    path = _cache_path(run, cache_key(run, ids, settings, weights))
     cached = None if refresh else _load_cached(path)
     if cached is not None:
         CACHE_STATS["hits"] += 1
@@ -499,7 +505,7 @@ def _atlas_of(loaded: _Loaded, ids: np.ndarray, source: str, top_k: int, seq_len
     atlas = compute_atlas(loaded.model, ids, top_k, CONTEXT, seq_len, progress=progress)
     config = run.read_config() or {}
     atlas.meta.update(run=_label(run), variant=config.get("variant") or atlas.meta["variant"],
-                      data=source, weights=_weights_stamp(run), cached=False)
+                      data=source, weights=weights, cached=False)
     _store(run, atlas, path)
     CACHE_STATS["computed"] += 1
     return atlas
@@ -577,10 +583,22 @@ def token_table(atlas: Atlas, tokenizer: Tokenizer | None = None, layer: int | N
                              ignore_index=True)
 
 
-def _check_layer(atlas: Atlas, layer: int) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < atlas.layers:
-        raise ValueError(f"layer must be 0..{atlas.layers - 1}, got {layer!r:.40}")
-    return layer
+def _check_layer(atlas: Atlas, layer: Any) -> int:
+    return _index(layer, atlas.layers, "layer")
+
+
+def _index(value: Any, size: int, what: str) -> int:
+    """`value` as an index in 0..size-1: ints, numpy ints and whole floats (a UI number field
+    sends 3.0); ValueError otherwise."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        index = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < size:
+        raise ValueError(f"{what} must be 0..{size - 1}, got {value!r:.40}")
+    return index
 
 
 def unit_table(atlas: Atlas, tokenizer: Tokenizer | None = None, layer: int | None = None,
@@ -630,10 +648,7 @@ def unit_contexts(atlas: Atlas, layer: int, unit: int, tokenizer: Tokenizer | No
     stream), left / token / right text and the context as one string."""
     if not atlas.has_units:
         raise ValueError(f"ffn={atlas.meta['ffn']} has no sparse units")
-    _check_layer(atlas, layer)
-    units = atlas.meta["units"]
-    if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < units:
-        raise ValueError(f"{atlas.meta['unit']} must be 0..{units - 1}, got {unit!r:.40}")
+    layer, unit = _check_layer(atlas, layer), _index(unit, atlas.meta["units"], atlas.meta["unit"])
     a = atlas.arrays
     found = _contexts(a, layer, slice(None), tokenizer, atlas.meta["context"], unit)
     return [{"rank": rank + 1, "value": float(a["top_value"][layer][rank, unit]),
@@ -798,8 +813,9 @@ def _run_block(atlas: Atlas, tokenizer: Tokenizer, layer: int, unit: int | None)
     if table is not None:
         block["units"] = _json_rows(table.drop(columns="layer"))
     if unit is not None:
-        row = table.iloc[unit] if table is not None and 0 <= unit < len(table) else None
         contexts = unit_contexts(atlas, layer, unit, tokenizer)  # raises for a bad unit
+        unit = _index(unit, meta["units"], meta["unit"])
+        row = table.iloc[unit]
         block["unit"] = {"layer": layer, "unit": unit, "active": int(row["active"]),
                          "frequency": float(row["frequency"]), "dead": bool(row["dead"]),
                          "always_on": bool(row["always_on"]), "contexts": contexts}
@@ -824,17 +840,19 @@ def atlas_view(run: "str | Run", layer: int = 0, unit: int | None = None, *,
     Returns ``{"settings": {...}, "runs": [block, ...], "tokens": {"columns", "rows", "total"}}``;
     a block holds the run's labels, cache flag and speed, its statistics' declarations, the
     layer's summary and histograms, its units table and, when `unit` is given, that unit's
-    flags and top contexts. Token rows: the `rows` first by `sort` (a column name) among tokens
-    seen at least `min_count` times. `progress(done, total)` reports positions while computing
+    flags and top contexts. Token rows: the `rows` first (0: all) by `sort` (a column name)
+    among tokens seen at least `min_count` times. `progress(done, total)` reports positions while computing
     (for a progress bar; nothing is called when the atlases come from the cache). ValueError
     (nothing written) for bad inputs.
     """
     atlases, tokenizer = run_atlases(run, tokens, data, top_k, compare, runs_dir=runs_dir, device=device,
                                      progress=progress)
-    for atlas in atlases:
-        _check_layer(atlas, layer)
+    layer = min(_check_layer(a, layer) for a in atlases)  # the same for both (3.0 from a UI is 3)
     tables = [token_table(a, tokenizer, layer) for a in atlases]
     table = tables[0] if len(tables) == 1 else compare_table(*tables)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"rows must be an integer >= 0 (0: all), got {rows!r:.40}")
+    rows = rows or len(table)
     if sort not in table.columns:
         raise ValueError(f"sort must be one of {', '.join(table.columns)}; got {sort!r:.60}")
     shown = table[table["count"] >= min_count].sort_values(sort, ascending=not descending, kind="stable")
