@@ -288,6 +288,17 @@ def test_compare_aligns_two_runs_on_the_same_tokens(runs_root, tmp_path):
     np.testing.assert_allclose(joined["router_sparse_mean_L1_delta"],
                                joined["router_sparse_mean_L1_b"] - joined["router_sparse_mean_L1_a"])
     assert set(units["run"]) == {"exp/dual-s0", "exp/frozen-s0"}
+    summary = atlas_mod.compare_summary(a, b)
+    assert [(r["layer"], r["stat"]) for r in summary] == [(0, "router_sparse"), (0, "zero_frac"),
+                                                          (1, "router_sparse"), (1, "zero_frac")]
+    with_itself = atlas_mod.compare_summary(a, a)
+    assert all(r["token_correlation"] == pytest.approx(1.0) for r in with_itself)
+    table = token_table(a)  # the correlation is the count-weighted one of the per-token means
+    x, y, w = (token_table(t)[c].to_numpy() for t, c in ((a, "router_sparse_mean_L1"),
+                                                          (b, "router_sparse_mean_L1"), (a, "count")))
+    assert list(token_table(b)["token_id"]) == list(table["token_id"])
+    expected = np.cov(x, y, aweights=w)[0, 1] / np.sqrt(np.cov(x, aweights=w) * np.cov(y, aweights=w))
+    assert summary[2]["token_correlation"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_compare_refuses_runs_with_other_tokenizers(runs_root, tmp_path):
@@ -314,7 +325,8 @@ def test_view_is_json_and_has_the_app_shape(runs_root):
     view = atlas_view("exp/dual-s0", layer=1, unit=5, tokens=TOKENS, rows=20, runs_dir=runs_root,
                       sort="router_sparse_mean", min_count=3)
     json.dumps(view, allow_nan=False)
-    assert set(view) == {"settings", "runs", "tokens"} and view["settings"]["layer"] == 1
+    assert set(view) == {"settings", "runs", "tokens", "compare"} and view["settings"]["layer"] == 1
+    assert view["compare"] is None  # one run
     (block,) = view["runs"]
     assert block["unit_kind"] == "unit" and block["units"]["columns"][:3] == ["unit", "active", "frequency"]
     assert len(block["units"]["rows"]) == 256  # micro's FFN width
@@ -339,6 +351,7 @@ def test_view_of_two_runs(runs_root):
     json.dumps(view, allow_nan=False)
     assert [b["run"] for b in view["runs"]] == ["exp/dual-s0", "exp/frozen-s0"]
     assert "router_sparse_mean_delta" in view["tokens"]["columns"]
+    assert [r["stat"] for r in view["compare"]] == ["router_sparse", "zero_frac"]
 
 
 # ---------------------------------------------------------------- CLI

@@ -700,6 +700,34 @@ def mean_loss(atlas: Atlas) -> float:
     return float(atlas.arrays["loss_sum"].sum() / max(1, atlas.arrays["loss_count"].sum()))
 
 
+def compare_summary(a: Atlas, b: Atlas) -> list[dict]:
+    """Per layer and per-token statistic both runs declare: each run's mean over all positions,
+    and across vocabulary tokens the count-weighted correlation of the two runs' per-token means
+    (1: both route the same tokens the same way; near 0: unrelated, as a frozen random router
+    against a learned one). Empty when they share no statistic (dual against SwiGLU)."""
+    shared = [name for name in a.meta["stats"] if name in b.meta["stats"]]
+    count = a.arrays["count"].astype(np.float64)
+    rows = []
+    for layer in range(min(a.layers, b.layers)):
+        for name in shared:
+            means = [np.divide(x.arrays[f"sum__{name}"][layer], count, out=np.zeros_like(count),
+                               where=count > 0) for x in (a, b)]
+            rows.append({"layer": layer, "stat": name, "mean_a": float(means[0] @ count / count.sum()),
+                         "mean_b": float(means[1] @ count / count.sum()),
+                         "token_correlation": _weighted_correlation(*means, count)})
+    return rows
+
+
+def _weighted_correlation(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> float | None:
+    """Pearson correlation of x and y with weights; None where either is constant."""
+    w = weight / weight.sum()
+    dx, dy = x - w @ x, y - w @ y
+    var_x, var_y = w @ (dx * dx), w @ (dy * dy)
+    if var_x <= 1e-300 or var_y <= 1e-300:
+        return None
+    return float((w @ (dx * dy)) / math.sqrt(var_x * var_y))
+
+
 def compare_table(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Two runs' token tables (same tokens) joined on the token: token_id, token, count and
     loss_count once, every other column suffixed _a / _b (also where only one run has it), and
@@ -837,7 +865,8 @@ def atlas_view(run: "str | Run", layer: int = 0, unit: int | None = None, *,
                progress: Progress | None = None) -> dict:
     """JSON-friendly atlas of one run (or two, aligned) at one layer, for the app's Atlas view.
 
-    Returns ``{"settings": {...}, "runs": [block, ...], "tokens": {"columns", "rows", "total"}}``;
+    Returns ``{"settings": {...}, "runs": [block, ...], "tokens": {"columns", "rows", "total",
+    "shown"}, "compare": None or the layer's rows of compare_summary}``;
     a block holds the run's labels, cache flag and speed, its statistics' declarations, the
     layer's summary and histograms, its units table and, when `unit` is given, that unit's
     flags and top contexts. Token rows: the `rows` first (0: all) by `sort` (a column name)
@@ -860,6 +889,8 @@ def atlas_view(run: "str | Run", layer: int = 0, unit: int | None = None, *,
     return {"settings": {"tokens": first["tokens"], "data": first["data"], "layer": layer, "top_k": top_k,
                          "context": first["context"], "seq_len": first["seq_len"], "sort": sort},
             "runs": [_run_block(a, tokenizer, layer, unit) for a in atlases],
+            "compare": None if len(atlases) < 2 else _clean(
+                [r for r in compare_summary(*atlases) if r["layer"] == layer]),
             "tokens": {**_json_rows(shown.head(rows)), "total": len(table), "shown": min(rows, len(shown))}}
 
 
@@ -879,6 +910,18 @@ def _print_atlas(atlas: Atlas, tokenizer: Tokenizer, out=sys.stdout) -> None:
     ranked = next((n for n, s in meta["stats"].items() if s["high"] is not None), None)
     if ranked is not None:
         _print_extremes(atlas, tokenizer, ranked, out)
+
+
+def _print_comparison(a: Atlas, b: Atlas, out=sys.stdout) -> None:
+    rows = compare_summary(a, b)
+    if rows:
+        print(f"{a.meta.get('run')} vs {b.meta.get('run')} on the same tokens (mean a / mean b, "
+              "correlation of per-token means across the vocabulary):", file=out)
+    for row in rows:
+        corr = row["token_correlation"]
+        shown = "n/a (constant)" if corr is None else f"{corr:+.3f}"
+        print(f"  L{row['layer']} {row['stat']}: {row['mean_a']:.4f} / {row['mean_b']:.4f}, "
+              f"correlation {shown}", file=out)
 
 
 def _print_extremes(atlas: Atlas, tokenizer: Tokenizer, name: str, out, shown: int = 5,
@@ -937,6 +980,8 @@ def main(argv: list[str] | None = None) -> int:
                                          runs_dir=args.runs_dir, device=args.device, refresh=args.refresh)
         for atlas in atlases:
             _print_atlas(atlas, tokenizer)
+        if len(atlases) == 2:
+            _print_comparison(*atlases)
         if atlases[0].meta["tokens"] < args.tokens:
             print(f"note: {atlases[0].meta['data']} holds only {atlases[0].meta['tokens']:,} positions "
                   f"(asked for {args.tokens:,})")
@@ -950,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["Atlas", "compute_atlas", "run_atlases", "atlas_view", "token_table", "unit_table",
-           "unit_contexts", "histograms", "layer_summary", "mean_loss", "compare_table", "export_atlases",
-           "read_table", "write_table", "check_out", "check_settings", "resolve_run", "token_stream",
-           "same_tokenizer", "cache_key", "windows_per_batch", "default_threads", "main", "CACHE_STATS",
-           "DEFAULT_TOKENS", "TOP_K", "CONTEXT"]
+           "unit_contexts", "histograms", "layer_summary", "mean_loss", "compare_table", "compare_summary",
+           "export_atlases", "read_table", "write_table", "check_out", "check_settings", "resolve_run",
+           "token_stream", "same_tokenizer", "cache_key", "windows_per_batch", "default_threads", "main",
+           "CACHE_STATS", "DEFAULT_TOKENS", "TOP_K", "CONTEXT"]
