@@ -144,7 +144,11 @@ class _Units:
         self.cut = [math.nan] * layers
 
     def add(self, layer: int, activity, offset: int) -> None:
-        values = activity.values.detach().reshape(-1, self.active.shape[1]).float()
+        units = self.active.shape[1]
+        if activity.values.shape[-1] != units:  # a reshape would silently mix positions
+            raise ValueError(f"unit_activity gave {activity.values.shape[-1]} units at layer {layer}, "
+                             f"{units} before: the atlas needs the same count in every layer")
+        values = activity.values.detach().reshape(-1, units).float()
         self.active[layer] += (values > 0).sum(0)
         self._merge_top(layer, values, offset)
         if self.has_score:

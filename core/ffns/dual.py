@@ -151,7 +151,8 @@ class DualPathFFN(FFN):
         |thr(g)| rather than thr(g) * u: the threshold alone decides whether a unit is on (the
         probe's unit_active counts score > theta), while u is a signed value that carries
         content, so thr(g) * u > 0 would not mean "active". The magnitude, because cats (and a
-        negative theta) pass negative gate values."""
+        negative theta) pass negative gate values. For jumprelu it is the gate pre-activation g
+        of every unit that fires: a unit's top contexts are where its gate is largest."""
         gate = self.gate_proj if self.share == "all" else self.sparse_gate_proj
         g = gate(x).float()
         z, _ = score(self.threshold_kind, g)
