@@ -344,6 +344,9 @@ def test_view_is_json_and_has_the_app_shape(runs_root):
     for bad in ({"layer": 2}, {"layer": 0.5}, {"unit": 256}, {"sort": "nope"}, {"rows": -1}):
         with pytest.raises(ValueError):
             atlas_view("exp/dual-s0", **{"layer": 1, **bad}, tokens=TOKENS, runs_dir=runs_root)
+    for outside in (str(runs_root / "exp" / "dual-s0"), "../exp", "exp/../../etc", "exp"):
+        with pytest.raises(ValueError):  # the app's names never leave the runs root
+            atlas_view(outside, tokens=TOKENS, runs_dir=runs_root)
 
 
 def test_view_of_two_runs(runs_root):

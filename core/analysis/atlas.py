@@ -361,6 +361,20 @@ def resolve_run(spec: "str | Path | Run", runs_dir: str | Path | None = None) ->
     return run
 
 
+def named_run(spec: "str | Run", runs_dir: str | Path | None = None) -> Run:
+    """A :class:`Run` as is, or ``EXPERIMENT/RUN`` under the runs root only (what the app passes:
+    a name never reaches outside the root); ValueError otherwise."""
+    if isinstance(spec, Run):
+        return spec
+    experiment, sep, name = str(spec).partition("/")
+    if not sep:
+        raise ValueError(f"run {str(spec)[:60]!r} should look like experiment/run")
+    run = Run.at(runs_root(runs_dir), experiment, name)  # validates both names
+    if not run.exists():
+        raise ValueError(f"no run {str(spec)!r} under {runs_root(runs_dir)}")
+    return run
+
+
 def _label(run: Run) -> str:
     return f"{run.experiment}/{run.name}"
 
@@ -870,14 +884,16 @@ def atlas_view(run: "str | Run", layer: int = 0, unit: int | None = None, *,
     """JSON-friendly atlas of one run (or two, aligned) at one layer, for the app's Atlas view.
 
     Returns ``{"settings": {...}, "runs": [block, ...], "tokens": {"columns", "rows", "total",
-    "shown"}, "compare": None or the layer's rows of compare_summary}``;
-    a block holds the run's labels, cache flag and speed, its statistics' declarations, the
-    layer's summary and histograms, its units table and, when `unit` is given, that unit's
-    flags and top contexts. Token rows: the `rows` first (0: all) by `sort` (a column name)
-    among tokens seen at least `min_count` times. `progress(done, total)` reports positions while computing
-    (for a progress bar; nothing is called when the atlases come from the cache). ValueError
-    (nothing written) for bad inputs.
+    "shown"}, "compare": None or the layer's rows of compare_summary}``; a block holds the run's
+    labels, cache flag and speed, its statistics' declarations, the layer's summary and
+    histograms, its units table and, when `unit` is given, that unit's flags and top contexts.
+    A run is a :class:`Run` or ``EXPERIMENT/RUN`` under the runs root (never a path: names from
+    the app stay inside the root). Token rows: the `rows` first (0: all) by `sort` (a column
+    name) among tokens seen at least `min_count` times. `progress(done, total)` reports
+    positions while computing (a progress bar; not called when the atlases come from the
+    cache). ValueError (nothing written) for bad inputs.
     """
+    run, compare = (None if x is None else named_run(x, runs_dir) for x in (run, compare))
     atlases, tokenizer = run_atlases(run, tokens, data, top_k, compare, runs_dir=runs_dir, device=device,
                                      progress=progress)
     layer = min(_check_layer(a, layer) for a in atlases)  # the same for both (3.0 from a UI is 3)
@@ -1001,5 +1017,5 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = ["Atlas", "compute_atlas", "run_atlases", "atlas_view", "token_table", "unit_table",
            "unit_contexts", "histograms", "layer_summary", "mean_loss", "compare_table", "compare_summary",
            "export_atlases", "read_table", "write_table", "check_out", "check_settings", "resolve_run",
-           "token_stream", "same_tokenizer", "cache_key", "windows_per_batch", "default_threads", "main",
-           "CACHE_STATS", "DEFAULT_TOKENS", "TOP_K", "CONTEXT"]
+           "named_run", "token_stream", "same_tokenizer", "cache_key", "windows_per_batch",
+           "default_threads", "main", "CACHE_STATS", "DEFAULT_TOKENS", "TOP_K", "CONTEXT"]
