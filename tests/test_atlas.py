@@ -375,6 +375,7 @@ BAD = {
     "missing data file": (["exp/dual-s0", "--data", "/no/such/file.txt"], "no such file"),
     "no weights": (["exp/queued-s0"], "no weights yet"),
     "bad out suffix": (["exp/dual-s0", "--out", "OUT/atlas.json"], ".csv or .parquet"),
+    "bad device": (["exp/dual-s0", "--device", "tpu"], "device must be cpu, cuda[:N] or auto"),
 }
 
 

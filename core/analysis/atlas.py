@@ -502,8 +502,15 @@ def _load(spec: "str | Path | Run", runs_dir, device: str) -> _Loaded:
 
 
 def _device(device: str) -> str:
+    """cpu, cuda[:N], or auto (cuda when there is one); ValueError for anything else."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not str(device).split(":")[0] == "cuda":
+        raise ValueError(f"device must be cpu, cuda[:N] or auto, got {device!r:.40}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device here (use cpu or auto)")
     return device
 
 
