@@ -6,6 +6,7 @@ diagnostics, inspection and the trainer call these hooks and never look inside a
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,6 +16,23 @@ from core.variants import FFNSpec, hidden_size
 # A split of a layer's forward for the pathway-interference probe: (forward that uses the given
 # weights, weights the dense path uses, weights the sparse path uses, names of shared matrices).
 PathSplit = tuple[Callable, dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]
+
+
+@dataclass
+class UnitActivity:
+    """What :meth:`FFN.unit_activity` reports for a batch of tokens.
+
+    `values` [..., units]: each unit's activation, > 0 exactly where the unit is active (its
+    output is non-zero), 0 elsewhere; never negative. `score` [..., units], optional: the
+    quantity a learned cut compares with `cut` (active where score > cut), histogrammed over
+    `score_range` with the cut marked. `unit` names what one column is ("unit", "expert").
+    """
+
+    values: torch.Tensor
+    score: torch.Tensor | None = None
+    cut: float | None = None
+    score_range: tuple[float, float] = (-6.0, 6.0)
+    unit: str = "unit"
 
 
 class FFN(nn.Module):
@@ -52,6 +70,12 @@ class FFN(nn.Module):
         """Two paths sharing weights, for the interference probe; None when there are none."""
         return None
 
+    def unit_activity(self, x: torch.Tensor) -> UnitActivity | None:
+        """Per-unit activation of this layer's sparse units on input `x` [..., d] (no grad),
+        for corpus statistics (activation frequency, dead units, top activating contexts);
+        None = this variant has no sparse units (a dense FFN)."""
+        return None
+
     def knockouts(self) -> dict[str, Callable[[], AbstractContextManager]]:
         """Named contexts under which the layer runs a reduced model (e.g. one path only); the
         final evaluation reports the val loss under each, against the full model's ("mix")."""
@@ -87,4 +111,4 @@ def linear(d_in: int, d_out: int) -> nn.Linear:
     return nn.Linear(d_in, d_out, bias=False)
 
 
-__all__ = ["FFN", "PathSplit", "linear", "patched_forwards", "unit_sparsity"]
+__all__ = ["FFN", "PathSplit", "UnitActivity", "linear", "patched_forwards", "unit_sparsity"]

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from core.ffns.base import FFN, PathSplit, linear, patched_forwards, unit_sparsity
+from core.ffns.base import FFN, PathSplit, UnitActivity, linear, patched_forwards, unit_sparsity
 from core.ffns.dual_spec import SPEC
 from core.ffns.router import Router, entropy_bits
 from core.ffns.thresholds import fused_mix, score, threshold_activation, window
@@ -44,6 +44,7 @@ from core.variants import register_ffn
 COLLAPSE_BAND = (0.05, 0.95)  # mean sparse weight outside this band: the router has collapsed
 SATURATED = 0.05  # a token with a path's weight below this is sent wholly to the other path
 PROJECTIONS = ("gate", "up", "down")
+SCORE_SPAN = 6.0  # histograms of the threshold's score cover |z| <= this (rms units)
 
 
 def router_mode(options: dict) -> dict:
@@ -143,6 +144,21 @@ class DualPathFFN(FFN):
 
     def watched_parameters(self) -> dict[str, torch.Tensor]:
         return {"threshold/grad": self.threshold}
+
+    def unit_activity(self, x: torch.Tensor) -> UnitActivity:
+        """Each sparse-path unit's |thr(g)|, and the score g / rms(g) that theta cuts.
+
+        |thr(g)| rather than thr(g) * u: the threshold alone decides whether a unit is on (the
+        probe's unit_active counts score > theta), while u is a signed value that carries
+        content, so thr(g) * u > 0 would not mean "active". The magnitude, because cats (and a
+        negative theta) pass negative gate values. For jumprelu it is the gate pre-activation g
+        of every unit that fires: a unit's top contexts are where its gate is largest."""
+        gate = self.gate_proj if self.share == "all" else self.sparse_gate_proj
+        g = gate(x).float()
+        z, _ = score(self.threshold_kind, g)
+        low = 0.0 if self.threshold_kind == "cats" else -SCORE_SPAN  # cats' score is a magnitude
+        return UnitActivity(self.activation(g).abs(), score=z, cut=self.threshold.item(),
+                            score_range=(low, SCORE_SPAN))
 
     def path_split(self) -> PathSplit:
         """Each shared matrix as two leaf copies, one per path; with equal values the output is

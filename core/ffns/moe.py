@@ -19,7 +19,7 @@ per-token router entropy, bits), entropy_of_mean (entropy of the mean weights, b
 import torch
 from torch import nn
 
-from core.ffns.base import FFN
+from core.ffns.base import FFN, UnitActivity
 from core.ffns.moe_spec import SPEC
 from core.ffns.router import Router, entropy_bits
 from core.ffns.swiglu import SwiGLU
@@ -66,6 +66,15 @@ class MixtureOfExperts(FFN):
             stats = {"top_expert": top_i[:, 0].float().reshape(lead),
                      "top_weight": weights.max(-1).values.reshape(lead).detach()}
         return out.view(x.shape), aux, stats
+
+    def unit_activity(self, x: torch.Tensor) -> UnitActivity:
+        """Per expert: the weight its output gets where the token chose it, 0 elsewhere (the
+        renormalised weight when moe_renormalize), so > 0 means "this token reached it"."""
+        flat = x.reshape(-1, x.shape[-1])
+        _, _, top_w, top_i = self.route(flat)
+        values = torch.zeros(flat.shape[0], self.num_experts, device=x.device, dtype=top_w.dtype)
+        values = values.scatter(1, top_i, top_w)
+        return UnitActivity(values.view(*x.shape[:-1], self.num_experts), unit="expert")
 
     def probe_sums(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         flat = x.reshape(-1, x.shape[-1])

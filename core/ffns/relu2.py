@@ -8,7 +8,7 @@ params) widens it to 1.5 h.
 import torch
 import torch.nn.functional as F
 
-from core.ffns.base import FFN, linear, unit_sparsity
+from core.ffns.base import FFN, UnitActivity, linear, unit_sparsity
 from core.ffns.relu2_spec import SPEC
 from core.variants import register_ffn
 
@@ -33,3 +33,7 @@ class SquaredReLU(FFN):
     def probe_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         sparsity = unit_sparsity(sums["tokens"].item(), sums["zeros"].item(), sums["unit_active"])
         return {f"sparsity/{name}": value for name, value in sparsity.items()}
+
+    def unit_activity(self, x: torch.Tensor) -> UnitActivity:
+        """Each hidden unit's relu(up x)^2: non-negative, zero exactly where the unit is off."""
+        return UnitActivity(F.relu(self.up_proj(x)).square())
