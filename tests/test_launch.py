@@ -11,8 +11,10 @@ from core.runs import Run
 from core.training.trainer import run_record as trainer_record
 from tests.conftest import REPO
 
-ORCHESTRATION = ("core.launch", "core.executors", "core.sweep", "core.jobs", "core.hub", "core.recipes",
-                 "core.ladder", "core.estimate", "core.trackers")
+ORCHESTRATION = ("core.jobs.launch", "core.jobs.executors", "core.jobs.local", "core.jobs.manager",
+                 "core.jobs.runner", "core.jobs.sweep", "core.jobs.recovery", "core.jobs.remote", "core.jobs.rows",
+                 "core.jobs.estimate", "core.lifecycle", "core.runs", "core.sweep", "core.sharing.hub",
+                 "core.studies.recipes", "core.studies.ladder", "core.trackers")
 
 
 def test_orchestration_imports_no_torch():

@@ -28,6 +28,7 @@ from core import variants
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.jobs import launch
 from core.jobs.launch import MALLOC_ENV
+from core.lifecycle import check_transition
 from core.metrics import AUX_LOSS, ELAPSED, GRAD_NORM, LR, PEAK_MEM, STEP, TOK_S, TOKENS, TRAIN_LOSS, VAL_LOSS
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
 from core.runs import Run, runs_root, validate_name
@@ -382,16 +383,16 @@ def _failure_message(error: BaseException) -> str:
 
 
 def prepare_run(run: Run, config: RunConfig, resume: bool) -> bool:
-    """Check `run` can take `config`; return True when it resumes from a checkpoint."""
-    stored = run.read_config()
-    if stored is not None and RunConfig.from_dict(stored) != config:
-        raise ValueError(f"run folder {run.path} holds a different config; pass the same options "
-                         "with --resume, or choose another --run/--experiment")
+    """Check `run` can take `config` (core.lifecycle's config check and transitions); return True
+    when it resumes from a checkpoint (the lifecycle's resume rule)."""
+    run.check_config(config)
     status = run.read_status().get("state")
-    has_checkpoint = run.checkpoint_dir() is not None
-    if stored is not None and has_checkpoint and not resume:
+    has_checkpoint = run.resumes()
+    if run.read_config() is not None and has_checkpoint and not resume:
         raise ValueError(f"run folder {run.path} already has a checkpoint ({status}); pass --resume "
                          "to continue it, or choose another --run")
+    if not resume:
+        check_transition(status, "running")  # a completed run is never trained again
     return resume and has_checkpoint
 
 
