@@ -12,9 +12,9 @@ from core.training.trainer import run_record as trainer_record
 from tests.conftest import REPO
 
 ORCHESTRATION = ("core.jobs.launch", "core.jobs.executors", "core.jobs.local", "core.jobs.manager",
-                 "core.jobs.runner", "core.jobs.sweep", "core.jobs.recovery", "core.jobs.remote", "core.jobs.rows",
-                 "core.jobs.estimate", "core.lifecycle", "core.runs", "core.sweep", "core.sharing.hub",
-                 "core.studies.recipes", "core.studies.ladder", "core.trackers")
+                 "core.jobs.runner", "core.jobs.sweep", "core.jobs.recovery", "core.jobs.remote",
+                 "core.jobs.rows", "core.jobs.estimate", "core.lifecycle", "core.runs", "core.sweep",
+                 "core.sharing.hub", "core.studies.recipes", "core.studies.ladder", "core.trackers")
 
 
 def test_orchestration_imports_no_torch():

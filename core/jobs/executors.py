@@ -78,7 +78,11 @@ class LocalExecutor:
         if parallel < 1:
             raise ValueError("--parallel must be >= 1")
         self.runner = LocalRunner(parallel, gpus, kill_grace_s)
-        self.ranks = (resources or Resources()).ranks()
+        resources = resources or Resources()
+        self.ranks = resources.ranks()
+        if resources.gpus_per_run > len(self.runner.devices() if resources.gpus_per_run else []):
+            raise ValueError(f"{resources.gpus_per_run} GPUs per run asked; this machine has "
+                             f"{len(self.runner.devices())}")
 
     @property
     def parallel(self) -> int:

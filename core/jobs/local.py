@@ -179,7 +179,7 @@ class LocalRunner:
 
     def devices(self) -> list[str]:
         if self.gpus is None:
-            self.gpus = gpu_ids()
+            self.gpus = gpu_ids()  # first use: a sweep on a CPU machine never needs to ask
         return self.gpus
 
     # queue -----------------------------------------------------------------------------------------

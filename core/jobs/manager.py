@@ -14,9 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+from core.jobs import local
 from core.jobs.executors import EXECUTORS, Resources, check_slurm, is_final
 from core.jobs.launch import Cell, Launch, grid, run_record
-from core.jobs.local import KILL_GRACE_S, Job, LocalRunner, gpu_ids
+from core.jobs.local import KILL_GRACE_S, Job, LocalRunner
 from core.jobs.recovery import ORPHANED, recover
 from core.jobs.remote import RemoteRuns
 from core.jobs.rows import MetricCursors, eta_seconds, row
@@ -24,7 +25,7 @@ from core.lifecycle import LIVE_STATES
 from core.runs import Run, list_experiments, list_runs, runs_root, validate_name
 from core.trackers import parse_backends
 
-__all__ = ["JobManager", "ORPHANED", "LIVE_STATES", "eta_seconds", "gpu_ids"]
+__all__ = ["JobManager", "ORPHANED", "LIVE_STATES", "eta_seconds"]
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +72,7 @@ class JobManager:
     def __init__(self, root: Path | str | None = None, max_concurrent: int | None = None,
                  poll_s: float = 0.5, start: bool = True, kill_grace_s: float = KILL_GRACE_S):
         self.root = runs_root(root)
-        self.gpus = gpu_ids()
+        self.gpus = local.gpu_ids()  # looked up here, so a test can fake the machine
         self.max_concurrent = max_concurrent if max_concurrent is not None else max(1, len(self.gpus))
         if self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {self.max_concurrent}")
