@@ -97,6 +97,9 @@ def test_one_place_starts_training_processes():
              for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bPopen\(", line)]
     assert found == [f"core/jobs/local.py:{n}" for n in _lines(REPO / "core/jobs/local.py", r"\bPopen\(")]
     assert len(found) == 1
+    runs = [f"{path.relative_to(REPO)}" for path in sorted((REPO / "core").rglob("*.py"))
+            if re.search(r"subprocess\.(run|call|check_output|check_call)\(", path.read_text())]
+    assert runs == ["core/jobs/executors.py", "core/jobs/local.py"]  # squeue/sinfo; run_to_end
     spawners = [path for path in (REPO / "core").rglob("*.py") if re.search(r"\bspawn\(", path.read_text())]
     assert sorted(str(p.relative_to(REPO)) for p in spawners) == \
         ["core/jobs/executors.py", "core/jobs/local.py"]  # the SLURM task on a compute node, the runner

@@ -2,9 +2,10 @@
 
 :func:`spawn` starts one node's share of a run (``core.train``, or torchrun around it for several
 ranks) for every caller: the local runner below (behind ``core.sweep``, the studies and the app's
-job manager) and the SLURM task on a compute node. Every child leads its own session, so a cancel
-reaches its whole process group (torchrun's agent and ranks) and the child outlives an app that
-restarts.
+job manager) and the SLURM task on a compute node; :func:`run_to_end` runs the short
+``core.train --time-steps`` calibrations of the wall-time estimates. Every child leads its own
+session, so a cancel reaches its whole process group (torchrun's agent and ranks) and the child
+outlives an app that restarts.
 
 :class:`LocalRunner` queues runs on this machine: at most `parallel` at a time, each pinned to its
 own GPUs (one per rank, adjacent) while any are present; a run waits in the queue while the GPUs it
@@ -29,6 +30,7 @@ from core.lifecycle import LIVE_STATES
 from core.runs import Run
 
 KILL_GRACE_S = 30.0  # seconds a cancelled run has to write its status before SIGKILL
+REPO = Path(__file__).resolve().parents[2]
 
 
 def gpu_ids() -> list[str]:
@@ -111,6 +113,13 @@ def spawn(launch: Launch, resources: Resources, threads: int, devices: list[str]
             handle.close()
         raise
     return Child(launch.run, proc, handle, devices)
+
+
+def run_to_end(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a short ``core.train`` command that writes no run (``--time-steps``, ``--plan``) to its
+    end, capturing its output; subprocess.TimeoutExpired past `timeout` seconds (the child killed)."""
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def exit_message(run: Run, code: int) -> str:
