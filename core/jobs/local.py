@@ -151,7 +151,7 @@ def settle(child: Child, code: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: identity, not equal fields
 class Job:
     """One run in the local runner: pending, then running, then ended."""
 
@@ -187,8 +187,9 @@ class LocalRunner:
         self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
 
     def devices(self) -> list[str]:
+        """This machine's GPUs (CUDA_VISIBLE_DEVICES entries), asked once, when first needed."""
         if self.gpus is None:
-            self.gpus = gpu_ids()  # first use: a sweep on a CPU machine never needs to ask
+            self.gpus = gpu_ids()  # not when the runner is made: a sweep that is refused never asks
         return self.gpus
 
     # queue -----------------------------------------------------------------------------------------
