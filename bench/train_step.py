@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.config import apply_overrides, preset  # noqa: E402
+from core.jobs.launch import MALLOC_ENV  # noqa: E402
 from core.model import build_model, model_flops_per_token  # noqa: E402
 from core.sharing.export import qwen2_config_dict  # noqa: E402
 from core.training.plan import matmul_peak, measure_peak  # noqa: E402
-from core.training.trainer import MALLOC_ENV  # noqa: E402
 
 CANDIDATES = {
     "swiglu": ["ffn=swiglu"],

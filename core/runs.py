@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core import lifecycle
 from core.fsutil import atomic_write_bytes, fsync_dir
+from core.lifecycle import STATES, Status  # noqa: F401 - STATES: re-exported for readers of runs
 
-STATES = ("queued", "running", "completed", "failed", "cancelled", "preempted")
 # One path component; "+" and "=" are allowed after the first character because run names
 # carry variant labels such as "dual+ffn_share=none-s0".
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.+=-]{0,127}")
@@ -102,16 +103,31 @@ class Run:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.file("config.json"), config)
 
-    def read_status(self) -> dict:
-        return _read_json(self.file("status.json")) or {}
+    def read_status(self) -> Status:
+        """status.json (fields: :class:`core.lifecycle.Status`); {} before the first write. A file
+        written before schemas reads the same (every field is optional)."""
+        status = _read_json(self.file("status.json"))
+        return status if isinstance(status, dict) else {}
 
-    def write_status(self, state: str, **fields: Any) -> dict:
-        """Replace status.json atomically, keeping earlier fields that `fields` does not set."""
-        if state not in STATES:
-            raise ValueError(f"unknown run state {state!r}")
-        status = {**self.read_status(), **fields, "state": state, "updated": time.time()}
+    def write_status(self, state: str, **fields: Any) -> Status:
+        """Replace status.json atomically, keeping earlier fields that `fields` does not set.
+
+        ValueError for an undeclared field or a transition the lifecycle does not allow (e.g. a
+        completed run made running again)."""
+        lifecycle.check_fields(fields)
+        old = self.read_status()
+        lifecycle.check_transition(old.get("state"), state)
+        status = {**old, **fields, "state": state, "updated": time.time(), "schema": lifecycle.SCHEMA}
         atomic_write_json(self.file("status.json"), status)
         return status
+
+    def resumes(self) -> bool:
+        """Whether a launch of this run continues from a checkpoint (the one resume rule)."""
+        return lifecycle.should_resume(self.checkpoint_dir() is not None)
+
+    def check_config(self, config) -> None:
+        """ValueError when this folder holds a config other than `config` (a RunConfig)."""
+        lifecycle.check_config(self.read_config(), config, f"{self.experiment}/{self.name} ({self.path})")
 
     def record_job(self, executor: str, job_id: str | None) -> dict:
         """Note the scheduler job that runs this run, keeping its state (the job may already have

@@ -1,8 +1,8 @@
-"""Train one run: ``python -m core.train`` (the trainer lives in core/training/trainer.py)."""
+"""Train one run: ``python -m core.train`` (CLI: core/training/cli.py; trainer: core/training/trainer.py)."""
 
 import sys
 
-from core.training.trainer import main, reexec_with_malloc_env
+from core.training.cli import main, reexec_with_malloc_env
 
 if __name__ == "__main__":
     reexec_with_malloc_env()

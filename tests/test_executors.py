@@ -88,10 +88,15 @@ def test_merge_state_a_silent_run_is_lost_and_final():
     assert not executors.is_final("preempted (requeued, pending)") and executors.is_final("preempted")
 
 
-def test_local_executor_refuses_cluster_flags(tmp_path):
-    result = run_cli("core.sweep", "--experiment", "x", "--ffn", "swiglu", "--gpus-per-run", "2",
+@pytest.mark.parametrize("flags, message", [
+    (["--partition", "gpu"], "need --executor slurm"),
+    (["--nodes-per-run", "2"], "need --executor slurm"),
+    (["--gpus-per-run", "64"], "64 GPUs per run asked; this machine has"),
+])
+def test_local_executor_refuses_cluster_flags(tmp_path, flags, message):
+    result = run_cli("core.sweep", "--experiment", "x", "--ffn", "swiglu", *flags,
                      "--runs-dir", str(tmp_path))
-    assert result.returncode == 2 and "need --executor slurm" in result.stderr
+    assert result.returncode == 2 and message in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from core.config import preset
-from core.jobs import manager as jobs
+from core.jobs import launch, local
 from core.jobs.manager import ORPHANED, JobManager, eta_seconds
 from core.runs import Run
 from core.training.trainer import run_record
@@ -35,8 +35,8 @@ def wait_for(predicate, manager: JobManager | None = None, timeout: float = 90.0
 
 
 def in_training(manager: JobManager, experiment: str, run: str) -> bool:
-    """Past the first logged step: inside the loop whose SIGINT handler records "cancelled"
-    (a SIGINT while train is still writing its first "running" status kills it silently)."""
+    """Past the first logged step: inside the loop, where a cancel is the trainer's own
+    "interrupted" (earlier, the runner records "cancelled" for it)."""
     row = rows(manager, experiment)[run]
     return row["state"] == "running" and row["step"] >= 3
 
@@ -174,8 +174,8 @@ def test_concurrent_submits_queue_each_run_once(tmp_path):
 
 
 def fake_trainer(monkeypatch, code: str) -> None:
-    """Make the manager start `python -c code` instead of core.train (for lifecycle tests)."""
-    monkeypatch.setattr(jobs, "train_command", lambda run, flags, threads, resume, trackers=():
+    """Make the runner start `python -c code` instead of core.train (for lifecycle tests)."""
+    monkeypatch.setattr(launch, "train_command", lambda run, flags, threads, resume, trackers=():
                         [sys.executable, "-c", code])
 
 
@@ -191,13 +191,13 @@ def test_a_child_that_dies_without_a_status_is_failed_with_its_last_words(tmp_pa
 
 
 def test_cancel_escalates_to_sigkill_after_the_grace_period(tmp_path, monkeypatch):
-    fake_trainer(monkeypatch, "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                              "print('SIGINT', 'ignored', flush=True); time.sleep(60)")
+    fake_trainer(monkeypatch, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                              "print('SIGTERM', 'ignored', flush=True); time.sleep(60)")
     manager = JobManager(tmp_path, max_concurrent=1, start=False, kill_grace_s=0.3)
     manager.submit("k", "micro", ["swiglu"], [0], steps=12)
     run = Run.at(tmp_path, "k", "swiglu-s0")
     manager.tick()
-    wait_for(lambda: "SIGINT ignored" in run.file("train.log").read_text(), timeout=30)
+    wait_for(lambda: "SIGTERM ignored" in run.file("train.log").read_text(), timeout=30)
     assert manager.cancel("k", "swiglu-s0") == "cancelled"
     wait_for(lambda: not manager.active(), manager, timeout=30)
     status = run.read_status()
@@ -205,7 +205,7 @@ def test_cancel_escalates_to_sigkill_after_the_grace_period(tmp_path, monkeypatc
 
 
 def test_each_gpu_job_gets_its_own_device(tmp_path, monkeypatch):
-    monkeypatch.setattr(jobs, "gpu_ids", lambda: ["3", "5"])
+    monkeypatch.setattr(local, "gpu_ids", lambda: ["3", "5"])
     started = []
 
     class FakePopen:
@@ -217,13 +217,14 @@ def test_each_gpu_job_gets_its_own_device(tmp_path, monkeypatch):
         def poll(self):
             return None
 
-    monkeypatch.setattr(jobs.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(local.subprocess, "Popen", FakePopen)
     manager = JobManager(tmp_path, start=False)
     assert manager.max_concurrent == 2 and manager.threads == max(1, (os.cpu_count() or 1) // 2)
     manager.submit("g", "micro", ["swiglu", "dual"], [0, 1], steps=12)
     manager.tick()
     assert started == ["3", "5"] and len(manager.queue()) == 2
-    assert [Run.at(tmp_path, "g", n).read_status()["gpu"] for n in ("swiglu-s0", "swiglu-s1")] == [0, 1]
+    assert [Run.at(tmp_path, "g", n).read_status()["devices"] for n in ("swiglu-s0", "swiglu-s1")] == \
+        [["3"], ["5"]]
     manager.shutdown()
 
 

@@ -11,10 +11,11 @@ from core.runs import Run
 from core.training.trainer import run_record as trainer_record
 from tests.conftest import REPO
 
-ORCHESTRATION = ("core.jobs.launch", "core.jobs.executors", "core.jobs.runner", "core.jobs.sweep",
-                 "core.jobs.manager", "core.sweep", "core.sharing.hub", "core.studies.study",
-                 "core.studies.run", "core.studies.sweep", "core.studies.results", "core.studies.manifest",
-                 "core.jobs.estimate", "core.trackers")
+ORCHESTRATION = ("core.jobs.launch", "core.jobs.executors", "core.jobs.local", "core.jobs.manager",
+                 "core.jobs.runner", "core.jobs.sweep", "core.jobs.recovery", "core.jobs.remote",
+                 "core.jobs.rows", "core.jobs.estimate", "core.lifecycle", "core.runs", "core.sweep",
+                 "core.sharing.hub", "core.studies.study", "core.studies.run", "core.studies.sweep",
+                 "core.studies.results", "core.studies.manifest", "core.trackers")
 
 
 def test_orchestration_imports_no_torch():

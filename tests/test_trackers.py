@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from core import trackers
-from core.jobs import executors, sweep
+from core.jobs import local, sweep
 from core.jobs import manager as jobs
 from core.runs import Run
 from core.trackers import BACKENDS, Mirror, RunInfo, metric_values, parse_backends, wandb_mode
-from core.training import trainer as train_cli
+from core.training import cli as train_cli
 from tests.conftest import run_cli
 from ui.service import Explorer
 
@@ -305,7 +305,7 @@ def _log_to(command: list[str]) -> str | None:
 
 
 def test_the_job_queue_passes_trackers_to_its_children_and_keeps_configs(tmp_path, monkeypatch):
-    monkeypatch.setattr(jobs.subprocess, "Popen", _FakePopen)
+    monkeypatch.setattr(local.subprocess, "Popen", _FakePopen)
     monkeypatch.setattr(_FakePopen, "commands", [])
     explorer = Explorer(tmp_path, max_concurrent=2, start_jobs=False)
     try:
@@ -332,7 +332,7 @@ def test_the_sweep_passes_trackers_to_its_runs(tmp_path, monkeypatch, capsys):
         def poll(self):
             return 0
 
-    monkeypatch.setattr(executors.subprocess, "Popen", Done)
+    monkeypatch.setattr(local.subprocess, "Popen", Done)
     monkeypatch.setattr(_FakePopen, "commands", [])
     args = ["--experiment", "s", "--ffn", "swiglu", "dual", "--runs-dir", str(tmp_path), "--no-progress",
             "--log-to", "tensorboard,trackio"]

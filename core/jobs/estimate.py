@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.fsutil import atomic_write_bytes
+from core.jobs.local import run_to_end
 from core.training.data import cache_dir
 
 TIMED_STEPS = 3
@@ -27,7 +28,6 @@ CALIBRATION_TIMEOUT_S = 120.0
 # Fields that change what a run does but not what one step costs.
 _FREE = {"train": {"seed", "steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2",
                    "grad_clip", "eval_every", "log_every", "checkpoint_every"}}
-_REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,7 @@ def measure(config: RunConfig, timeout: float = CALIBRATION_TIMEOUT_S) -> StepTi
     fails or takes longer than `timeout` (a step too slow to time here: `paper` on a CPU)."""
     started = time.perf_counter()
     try:
-        result = subprocess.run(calibration_command(config), cwd=_REPO, capture_output=True, text=True,
-                                timeout=timeout)
+        result = run_to_end(calibration_command(config), timeout)
     except subprocess.TimeoutExpired:
         raise ValueError(f"timing its steps took over {timeout:.0f} s on this machine") from None
     wall = time.perf_counter() - started

@@ -15,8 +15,6 @@ requeues the job, and the requeued task resumes from that checkpoint.
 Torch-free: the trainer runs in the task's child process.
 """
 
-import math
-import os
 import re
 import shutil
 import signal
@@ -27,15 +25,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from core.jobs.launch import train_command, train_env
-from core.runs import Run
+from core.jobs.launch import (
+    PREEMPT_SIGNAL,
+    RDZV_PORT,
+    SIGNAL_DELAY_S,
+    TIME_FORMATS,
+    Launch,
+    Resources,
+    task_command,
+    time_minutes,
+)
+from core.jobs.local import KILL_GRACE_S, LocalRunner, spawn
+from core.lifecycle import FINAL_STATES
 
 STATES = ("pending", "running", "completed", "failed", "cancelled", "preempted", "unknown")
-FINAL_STATES = ("completed", "failed", "cancelled")
 EXECUTORS = ("local", "slurm")
-PREEMPT_SIGNAL = "USR1"  # what the trainer checkpoints on (core.train)
-SIGNAL_DELAY_S = 90  # SLURM's warning ahead of the time limit
-RDZV_PORT = 29400  # torchrun's c10d rendezvous port on a multi-node run's first node
 SLURM_POLL_S = 5.0  # seconds between squeue calls (a busy controller must not be asked 5 times a second)
 
 # SLURM's job states, in our words (squeue --states=all).
@@ -47,96 +51,6 @@ _SLURM_STATES = {
     "BOOT_FAIL": "failed", "DEADLINE": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
     "TIMEOUT": "failed", "SPECIAL_EXIT": "failed", "REVOKED": "cancelled",
 }
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-TIME_FORMATS = "MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
-
-
-def time_minutes(text: str) -> int:
-    """SLURM's time-limit formats as whole minutes (rounded up); ValueError names the formats."""
-    match = _TIME.match(text.strip())
-    if not match:
-        raise ValueError(f"time limit {text!r} is not a SLURM time ({TIME_FORMATS})")
-    days, a, b, c = match.groups()
-    if days is not None:  # D-HH[:MM[:SS]]
-        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
-    elif c is not None:  # HH:MM:SS
-        seconds = int(a) * 3600 + int(b) * 60 + int(c)
-    elif b is not None:  # MM:SS
-        seconds = int(a) * 60 + int(b)
-    else:  # MINUTES
-        seconds = int(a) * 60
-    if seconds <= 0:
-        raise ValueError(f"time limit {text!r} must be longer than zero")
-    return math.ceil(seconds / 60)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one run asks of a cluster."""
-
-    partition: str | None = None  # SLURM partition (None: the cluster's default)
-    gpus_per_run: int = 0  # GPUs of one run, spread evenly over its nodes
-    nodes_per_run: int = 1  # nodes of one run (more than one: torchrun's c10d rendezvous)
-    ranks_per_run: int = 0  # training processes of one run; 0 = one per GPU, or 1 without GPUs
-    cpus_per_rank: int = 2  # CPU cores (and torch threads) per training process
-    time: str = "1:00:00"  # wall-clock limit of one job; longer runs resume in requeued jobs
-    array_parallelism: int = 64  # most runs of one grid running at once
-
-    def ranks(self) -> int:
-        return self.ranks_per_run or max(1, self.gpus_per_run)
-
-    def ranks_per_node(self) -> int:
-        return self.ranks() // self.nodes_per_run
-
-    def gpus_per_node(self) -> int:
-        return self.gpus_per_run // self.nodes_per_run
-
-    def check(self) -> "Resources":
-        """Self-consistency (no cluster needed); returns self. ValueError names the bad field."""
-        for name in ("gpus_per_run", "ranks_per_run"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 0")
-        for name in ("nodes_per_run", "cpus_per_rank", "array_parallelism"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
-        if self.ranks() % self.nodes_per_run or self.gpus_per_run % self.nodes_per_run:
-            raise ValueError(f"{self.ranks()} ranks and {self.gpus_per_run} GPUs per run do not spread "
-                             f"evenly over {self.nodes_per_run} nodes")
-        if self.gpus_per_run and self.ranks() != self.gpus_per_run:
-            raise ValueError(f"a GPU run trains one rank per GPU: ranks-per-run {self.ranks_per_run} "
-                             f"!= gpus-per-run {self.gpus_per_run}")
-        if self.partition is not None and not re.fullmatch(r"[\w.-]+", self.partition):
-            raise ValueError(f"partition {self.partition!r} is not a SLURM partition name")
-        time_minutes(self.time)
-        return self
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One run to start: its folder, its core.train flags and the trackers it mirrors to."""
-
-    run: Run
-    flags: tuple[str, ...]
-    trackers: tuple[str, ...] = ()
-
-
-def task_command(launch: Launch, resources: Resources, threads: int, resume: bool,
-                 rendezvous: str | None = None, rdzv_id: str = "run") -> list[str]:
-    """The command one node of a run executes: core.train, or torchrun around it for several ranks
-    (`rendezvous` host:port of the first node when the run spans nodes)."""
-    command = train_command(launch.run, list(launch.flags), threads, resume, launch.trackers)
-    if resources.ranks() == 1:
-        return command
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                str(resources.ranks_per_node())]
-    if resources.nodes_per_run == 1:
-        torchrun += ["--standalone"]
-    else:
-        torchrun += ["--nnodes", str(resources.nodes_per_run), "--rdzv-backend", "c10d",
-                     "--rdzv-endpoint", rendezvous or "", "--rdzv-id", rdzv_id]
-    return torchrun + command[1:]  # command[1:] = "-m core.train ..."
-
-
 class Executor(Protocol):
     """Starts launches somewhere and reports on them by job id."""
 
@@ -152,65 +66,61 @@ class Executor(Protocol):
 
 # -- local ----------------------------------------------------------------------------------------
 class LocalExecutor:
-    """Subprocesses of this machine, `parallel` at a time, each with cores/parallel threads.
-    Job ids are "local-N"; state() also starts queued launches as slots free up."""
+    """Processes of this machine through the shared local runner (core.jobs.local): `parallel` at a
+    time, each with cores/parallel threads and its own GPUs (`resources.ranks()` per run: torchrun
+    for more than one). Job ids are "local-N"; state() also starts queued launches as slots free."""
 
     name = "local"
     poll_s = 0.2  # seconds between state() calls while waiting
 
-    def __init__(self, parallel: int = 1):
+    def __init__(self, parallel: int = 1, resources: Resources | None = None,
+                 kill_grace_s: float = KILL_GRACE_S, gpus: list[str] | None = None):
         if parallel < 1:
             raise ValueError("--parallel must be >= 1")
-        self.parallel = parallel
-        self.threads = max(1, (os.cpu_count() or 1) // parallel)
-        self._queue: list[tuple[str, Launch]] = []
-        self._running: dict[str, tuple[subprocess.Popen, object]] = {}
-        self._states: dict[str, str] = {}
-        self.exit_codes: dict[str, int] = {}
+        self.runner = LocalRunner(parallel, gpus, kill_grace_s)
+        resources = resources or Resources()
+        self.ranks = resources.ranks()
+        if resources.gpus_per_run > len(self.runner.devices() if resources.gpus_per_run else []):
+            raise ValueError(f"{resources.gpus_per_run} GPUs per run asked; this machine has "
+                             f"{len(self.runner.devices())}")
+
+    @property
+    def parallel(self) -> int:
+        return self.runner.parallel
+
+    @property
+    def threads(self) -> int:
+        return self.runner.threads
+
+    @property
+    def exit_codes(self) -> dict[str, int]:
+        """Exit codes of the processes that ended, by job id."""
+        return {job.id: job.code for job in self.runner.jobs.values() if job.code is not None}
 
     def submit(self, launches: list[Launch]) -> list[str]:
-        ids = [f"local-{len(self._states) + i}" for i in range(len(launches))]
-        for job_id, launch in zip(ids, launches, strict=True):
-            self._queue.append((job_id, launch))
-            self._states[job_id] = "pending"
-        self._pump()
+        ids = [self.runner.submit(launch, self.ranks).id for launch in launches]
+        self.runner.pump()
         return ids
 
     def state(self, ids: list[str]) -> dict[str, str]:
-        self._pump()
-        return {job_id: self._states.get(job_id, "unknown") for job_id in ids}
+        self.runner.pump()
+        return {job_id: self.runner.jobs[job_id].state if job_id in self.runner.jobs else "unknown"
+                for job_id in ids}
 
     def cancel(self, job_id: str) -> None:
-        self._queue = [(i, launch) for i, launch in self._queue if i != job_id]
-        if job_id in self._running:
-            self._running[job_id][0].send_signal(signal.SIGTERM)  # the trainer ends it as cancelled
-        elif self._states.get(job_id) == "pending":
-            self._states[job_id] = "cancelled"
+        """SIGTERM to the run's process group (the trainer ends it as cancelled); SIGKILL after the
+        grace period; a queued one never starts."""
+        self.runner.cancel(job_id)
+        self.runner.pump()
 
-    def _pump(self) -> None:
-        for job_id, (proc, log) in list(self._running.items()):
-            if proc.poll() is not None:
-                log.close()
-                self.exit_codes[job_id] = proc.returncode
-                self._states[job_id] = "completed" if proc.returncode == 0 else "failed"
-                del self._running[job_id]
-        while self._queue and len(self._running) < self.parallel:
-            job_id, launch = self._queue.pop(0)
-            resume = launch.run.checkpoint_dir() is not None
-            command = train_command(launch.run, list(launch.flags), self.threads, resume, launch.trackers)
-            log = launch.run.open_log()  # closed when the child ends
-            proc = subprocess.Popen(command, env=train_env(self.threads), stdout=log,
-                                    stderr=subprocess.STDOUT)
-            self._running[job_id] = (proc, log)
-            self._states[job_id] = "running"
+    def stop(self, grace_s: float | None = None) -> None:
+        """Cancel everything still running and queued (a sweep interrupted with Ctrl-C)."""
+        for job in list(self.runner.pending):
+            self.runner.cancel(job.id)
+        self.runner.stop(grace_s)
 
 
 # -- SLURM ----------------------------------------------------------------------------------------
-def _ignore_preempt_signal() -> None:
-    """In the child before exec: ignore SIGUSR1 until the trainer installs its own handler."""
-    signal.signal(getattr(signal, f"SIG{PREEMPT_SIGNAL}"), signal.SIG_IGN)
-
-
 class TrainTask:
     """What a SLURM array task runs (pickled by submitit): one node's share of one run.
 
@@ -233,22 +143,14 @@ class TrainTask:
 
         env = submitit.JobEnvironment()
         run = self.launch.run
-        rendezvous = f"{env.hostnames[0]}:{RDZV_PORT}"
-        command = task_command(self.launch, self.resources, self.resources.cpus_per_rank,
-                               run.checkpoint_dir() is not None, rendezvous, str(env.job_id))
-        log = run.open_log() if env.node == 0 else None  # other nodes: submitit's own log
-        if log is not None:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} slurm job {env.job_id} on "
-                      f"{env.hostname}: {' '.join(command)}\n".encode())
-            log.flush()
-        # SLURM signals every process of the step. The trainer handles SIGUSR1 itself; torchrun's
-        # agent would die of it (the default action) and leave its ranks to be killed mid-save.
-        self._proc = subprocess.Popen(command, env=train_env(self.resources.cpus_per_rank),
-                                      stdout=log, stderr=subprocess.STDOUT if log else None,
-                                      preexec_fn=_ignore_preempt_signal)
+        # Other nodes than the first print to submitit's own log. The child's devices are SLURM's.
+        child = spawn(self.launch, self.resources, self.resources.cpus_per_rank,
+                      header=f"slurm job {env.job_id} on {env.hostname}",
+                      rendezvous=f"{env.hostnames[0]}:{RDZV_PORT}", rdzv_id=str(env.job_id),
+                      log=env.node == 0, ignore_preempt=True)
+        self._proc = child.proc
         code = self._wait()
-        if log is not None:
-            log.close()
+        child.close()
         if code != 0:
             raise RuntimeError(f"core.train exited with code {code}; see {run.file('train.log')}")
         return code

@@ -1,12 +1,15 @@
 """Launching runs without torch: a grid's cells, the `core.train` command line and environment of
-one run, and the record its config.json starts as.
+one run, the record its config.json starts as, what a run asks of the machine (Resources) and the
+command one node of it executes (core.train, or torchrun around it).
 
 Orchestration (sweeps, the job queue, the Hub, the app) builds commands here, so it never imports
 the trainer or torch; the trainer itself runs in the child process.
 """
 
+import math
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -14,6 +17,10 @@ from pathlib import Path
 
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
 from core.runs import Run
+
+RDZV_PORT = 29400  # torchrun's c10d rendezvous port on a multi-node run's first node
+PREEMPT_SIGNAL = "USR1"  # what the trainer checkpoints on (core.train)
+SIGNAL_DELAY_S = 90  # SLURM's warning ahead of the time limit
 
 # glibc's allocator tuned for training: large activation buffers stay mapped instead of being
 # returned to the OS each step (page faults were a large share of a CPU step).
@@ -86,3 +93,94 @@ def run_record(config: RunConfig, device: str, world_size: int = 1, micro_batch:
     return {**config.to_dict(), "variant": variant_label(config.model), "seed": config.train.seed,
             "device": str(device), "world_size": world_size, "micro_batch": micro_batch,
             "versions": {"torch": torch_version, "python": platform.python_version()}}
+
+
+# -- resources and the command of one node of a run -----------------------------------------------
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+TIME_FORMATS = "MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+
+
+def time_minutes(text: str) -> int:
+    """SLURM's time-limit formats as whole minutes (rounded up); ValueError names the formats."""
+    match = _TIME.match(text.strip())
+    if not match:
+        raise ValueError(f"time limit {text!r} is not a SLURM time ({TIME_FORMATS})")
+    days, a, b, c = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # MM:SS
+        seconds = int(a) * 60 + int(b)
+    else:  # MINUTES
+        seconds = int(a) * 60
+    if seconds <= 0:
+        raise ValueError(f"time limit {text!r} must be longer than zero")
+    return math.ceil(seconds / 60)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks of a cluster."""
+
+    partition: str | None = None  # SLURM partition (None: the cluster's default)
+    gpus_per_run: int = 0  # GPUs of one run, spread evenly over its nodes
+    nodes_per_run: int = 1  # nodes of one run (more than one: torchrun's c10d rendezvous)
+    ranks_per_run: int = 0  # training processes of one run; 0 = one per GPU, or 1 without GPUs
+    cpus_per_rank: int = 2  # CPU cores (and torch threads) per training process
+    time: str = "1:00:00"  # wall-clock limit of one job; longer runs resume in requeued jobs
+    array_parallelism: int = 64  # most runs of one grid running at once
+
+    def ranks(self) -> int:
+        return self.ranks_per_run or max(1, self.gpus_per_run)
+
+    def ranks_per_node(self) -> int:
+        return self.ranks() // self.nodes_per_run
+
+    def gpus_per_node(self) -> int:
+        return self.gpus_per_run // self.nodes_per_run
+
+    def check(self) -> "Resources":
+        """Self-consistency (no cluster needed); returns self. ValueError names the bad field."""
+        for name in ("gpus_per_run", "ranks_per_run"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0")
+        for name in ("nodes_per_run", "cpus_per_rank", "array_parallelism"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
+        if self.ranks() % self.nodes_per_run or self.gpus_per_run % self.nodes_per_run:
+            raise ValueError(f"{self.ranks()} ranks and {self.gpus_per_run} GPUs per run do not spread "
+                             f"evenly over {self.nodes_per_run} nodes")
+        if self.gpus_per_run and self.ranks() != self.gpus_per_run:
+            raise ValueError(f"a GPU run trains one rank per GPU: ranks-per-run {self.ranks_per_run} "
+                             f"!= gpus-per-run {self.gpus_per_run}")
+        if self.partition is not None and not re.fullmatch(r"[\w.-]+", self.partition):
+            raise ValueError(f"partition {self.partition!r} is not a SLURM partition name")
+        time_minutes(self.time)
+        return self
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One run to start: its folder, its core.train flags and the trackers it mirrors to."""
+
+    run: Run
+    flags: tuple[str, ...]
+    trackers: tuple[str, ...] = ()
+
+
+def task_command(launch: Launch, resources: Resources, threads: int, resume: bool,
+                 rendezvous: str | None = None, rdzv_id: str = "run") -> list[str]:
+    """The command one node of a run executes: core.train, or torchrun around it for several ranks
+    (`rendezvous` host:port of the first node when the run spans nodes)."""
+    command = train_command(launch.run, list(launch.flags), threads, resume, launch.trackers)
+    if resources.ranks() == 1:
+        return command
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                str(resources.ranks_per_node())]
+    if resources.nodes_per_run == 1:
+        torchrun += ["--standalone"]
+    else:
+        torchrun += ["--nnodes", str(resources.nodes_per_run), "--rdzv-backend", "c10d",
+                     "--rdzv-endpoint", rendezvous or "", "--rdzv-id", rdzv_id]
+    return torchrun + command[1:]  # command[1:] = "-m core.train ..."

@@ -2,12 +2,12 @@
 re-runs share. Completed runs are skipped, interrupted ones resumed.
 """
 
+import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from core.config import RunConfig
 from core.jobs.executors import Executor, Launch, is_final, merge_state, submit_runs
 from core.jobs.launch import Cell
 from core.runs import Run
@@ -19,9 +19,7 @@ def plan(cells: list[Cell], root: Path, experiment: str) -> list[tuple[Cell, Run
     todo = []
     for cell in cells:
         run = Run.at(root, experiment, cell.name)
-        stored = run.read_config()
-        if stored is not None and RunConfig.from_dict(stored) != cell.config:
-            raise ValueError(f"{run.path} holds a different config; use another --experiment")
+        run.check_config(cell.config)
         if run.read_status().get("state") == "completed":
             continue
         todo.append((cell, run))
@@ -40,24 +38,34 @@ def execute(todo: list[tuple[Cell, Run]], executor: Executor, progress: bool = T
     launches = list(attached.values()) + fresh
     if attached:
         print(f"{len(attached)} runs already queued or running on {executor.name}: following them")
-    left = dict(zip(ids, launches, strict=True))
-    bar = tqdm(total=len(ids), unit="run", disable=not progress, desc=f"sweep ({executor.name})")
-    while left:
-        time.sleep(executor.poll_s)
-        states = executor.state(list(left))
-        for job_id, state in states.items():
-            run = left[job_id].run
-            if remote:
-                state = merge_state(run.read_status(), state)
-            if is_final(state):
-                del left[job_id]
-                bar.update(1)
-    bar.close()
+    try:
+        _wait(executor, dict(zip(ids, launches, strict=True)), progress)
+    except KeyboardInterrupt:  # local children lead their own sessions: Ctrl-C must reach them
+        stop = getattr(executor, "stop", None)
+        if stop is not None:
+            print("interrupted: cancelling the runs of this sweep", file=sys.stderr)
+            stop()
+        raise
     codes = dict(getattr(executor, "exit_codes", {}))  # local: the processes' own
     for job_id, launch in zip(ids, launches, strict=True):
         if job_id not in codes:
             codes[job_id] = 0 if launch.run.read_status().get("state") == "completed" else 1
     return {launch.run.name: codes[job_id] for job_id, launch in zip(ids, launches, strict=True)}
+
+
+def _wait(executor: Executor, left: dict[str, Launch], progress: bool) -> None:
+    """Poll `executor` until every job of `left` (job id: launch) has ended."""
+    remote = executor.name != "local"
+    bar = tqdm(total=len(left), unit="run", disable=not progress, desc=f"sweep ({executor.name})")
+    while left:
+        time.sleep(executor.poll_s)
+        for job_id, state in executor.state(list(left)).items():
+            if remote:
+                state = merge_state(left[job_id].run.read_status(), state)
+            if is_final(state):
+                del left[job_id]
+                bar.update(1)
+    bar.close()
 
 
 def _live_jobs(executor: Executor, launches: list[Launch]) -> dict[str, Launch]:

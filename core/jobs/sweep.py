@@ -30,10 +30,11 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: subprocesses of this machine (--parallel at a time); slurm: one job array")
     g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
-    g.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (one rank each)")
+    g.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (one rank each; local: "
+                   "adjacent GPUs of this machine)")
     g.add_argument("--nodes-per-run", type=int, default=1, help="nodes per run (torchrun c10d rendezvous)")
     g.add_argument("--ranks-per-run", type=int, default=0,
-                   help="training processes per run (default: one per GPU, or 1)")
+                   help="training processes per run (default: one per GPU, or 1; more than one: torchrun)")
     g.add_argument("--cpus-per-rank", type=int, default=Resources.cpus_per_rank,
                    help="CPU cores and torch threads per training process (slurm)")
     g.add_argument("--time", default=Resources.time, help=f"time limit per job ({TIME_FORMATS}); a run "
@@ -43,10 +44,11 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
 def make_executor(args: argparse.Namespace, root: Path, name: str) -> Executor:
     """The executor the flags ask for; ValueError (before anything is submitted) if it cannot run."""
     if args.executor == "local":
-        if args.partition or args.gpus_per_run or args.ranks_per_run or args.nodes_per_run != 1:
-            raise ValueError("--partition, --gpus-per-run, --nodes-per-run and --ranks-per-run need "
-                             "--executor slurm")
-        return LocalExecutor(args.parallel)
+        if args.partition or args.nodes_per_run != 1:
+            raise ValueError("--partition and --nodes-per-run need --executor slurm")
+        # Several ranks: one torchrun per run, on as many adjacent GPUs of this machine.
+        return LocalExecutor(args.parallel, Resources(gpus_per_run=args.gpus_per_run,
+                                                      ranks_per_run=args.ranks_per_run).check())
     resources = Resources(args.partition, args.gpus_per_run, args.nodes_per_run, args.ranks_per_run,
                           args.cpus_per_rank, args.time, max(1, args.parallel))
     resources = check_slurm(resources)

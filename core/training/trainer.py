@@ -1,45 +1,37 @@
-"""Training loop: ``python -m core.train`` on CPU, one GPU, or many under ``torchrun``.
+"""Training loop: ``python -m core.train`` on CPU, one GPU, or many under ``torchrun``
+(its command line: core/training/cli.py; its signals: core/training/signals.py).
 
 AdamW (decay on matrices only), warmup + cosine, grad clipping, fixed-set evaluation,
 atomic checkpoints and exact resume. Rank 0 alone writes the run directory.
 """
 
-import argparse
 import errno
-import functools
-import json
 import math
 import os
 import platform
 import resource
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from core import variants
-from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
+from core.config import RunConfig, variant_label
 from core.jobs import launch
-from core.jobs.launch import MALLOC_ENV
+from core.lifecycle import check_transition
 from core.metrics import AUX_LOSS, ELAPSED, GRAD_NORM, LR, PEAK_MEM, STEP, TOK_S, TOKENS, TRAIN_LOSS, VAL_LOSS
 from core.model import CausalLM, build_model, load_weights_state, parameter_counts, weights_state
-from core.runs import Run, runs_root, validate_name
-from core.trackers import LOG_TO_HELP, Mirror, RunInfo, parse_backends
+from core.runs import Run
+from core.trackers import Mirror, RunInfo, parse_backends
 from core.training.compile_check import require_compiled_gradients
 from core.training.data import Batches, load_tokens, val_batches
 from core.training.diagnostics import RoutingProbe, interference_probe, knockout_losses
-from core.training.plan import PROBE_ROWS, format_plan, micro_batch_candidates, resolve_micro_batch, run_plan
+from core.training.plan import PROBE_ROWS, micro_batch_candidates, resolve_micro_batch
+from core.training.signals import PREEMPT, RunPreempted
 
-# sysexits' EX_TEMPFAIL: the run stopped on SIGUSR1 after a checkpoint; `--resume` continues it.
-EXIT_PREEMPTED = 75
-_PREEMPT = threading.Event()  # set by SIGUSR1: checkpoint at the next step boundary, then stop
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -157,6 +149,28 @@ def evaluate(model: CausalLM, batches: list, config: RunConfig, device: torch.de
     return {VAL_LOSS: (totals[0] / totals[1].clamp(min=1)).item(), **probe.metrics()}
 
 
+def optimizer_step(model: CausalLM, step_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   micro_batches: list, config: RunConfig, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step over `micro_batches` (gradients accumulated; under DDP synced on the last
+    micro-batch only): what training and ``--time-steps`` both run. Returns the mean loss, the mean
+    aux loss and the gradient norm before clipping, on device."""
+    accum = len(micro_batches)
+    loss_sum = torch.zeros((), device=device)
+    aux_sum = torch.zeros((), device=device)
+    no_sync = getattr(step_model, "no_sync", nullcontext)
+    for i, (x, y) in enumerate(micro_batches):
+        with (nullcontext() if i == accum - 1 else no_sync()), autocast_context(config, device):
+            out = step_model(x, y, return_logits=False)
+            (out.loss / accum).backward()
+        loss_sum += out.loss.detach().float() / accum
+        aux_sum += out.aux_loss.detach().float() / accum
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, aux_sum, grad_norm
+
+
 class Trainer:
     """One training run: model, optimizer, data and the run directory it reports to."""
 
@@ -239,25 +253,12 @@ class Trainer:
             group["lr"] = lr
         x, y = self.batches.get(self.step, self.world.rank, self.world.world_size)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        accum = self.grad_accum
-        loss_sum = torch.zeros((), device=self.device)
-        aux_sum = torch.zeros((), device=self.device)
-        for i in range(accum):
-            rows = slice(i * self.micro_batch, (i + 1) * self.micro_batch)
-            sync = i == accum - 1 or self.world.world_size == 1
-            no_sync = getattr(self.step_model, "no_sync", nullcontext)
-            with (nullcontext() if sync else no_sync()), autocast_context(self.config, self.device):
-                out = self.step_model(x[rows], y[rows], return_logits=False)
-                (out.loss / accum).backward()
-            loss_sum += out.loss.detach().float() / accum
-            aux_sum += out.aux_loss.detach().float() / accum
-        clip = self.config.train.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        rows = [slice(i * self.micro_batch, (i + 1) * self.micro_batch) for i in range(self.grad_accum)]
+        result = optimizer_step(self.model, self.step_model, self.optimizer, [(x[r], y[r]) for r in rows],
+                                self.config, self.device)
         self.step += 1
         self.tokens += self.config.train.batch_size * self.config.train.seq_len
-        return loss_sum, aux_sum, grad_norm
+        return result
 
     def _global_mean(self, *values: torch.Tensor) -> list[float]:
         stacked = torch.stack([v.float() for v in values])
@@ -312,8 +313,8 @@ class Trainer:
     def _preempt_requested(self) -> bool:
         """Whether any rank got SIGUSR1: every rank stops at the same step (one tiny all-reduce)."""
         if self.world.world_size == 1:
-            return _PREEMPT.is_set()
-        flag = torch.tensor(float(_PREEMPT.is_set()), device=self.device)
+            return PREEMPT.is_set()
+        flag = torch.tensor(float(PREEMPT.is_set()), device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -382,16 +383,16 @@ def _failure_message(error: BaseException) -> str:
 
 
 def prepare_run(run: Run, config: RunConfig, resume: bool) -> bool:
-    """Check `run` can take `config`; return True when it resumes from a checkpoint."""
-    stored = run.read_config()
-    if stored is not None and RunConfig.from_dict(stored) != config:
-        raise ValueError(f"run folder {run.path} holds a different config; pass the same options "
-                         "with --resume, or choose another --run/--experiment")
+    """Check `run` can take `config` (core.lifecycle's config check and transitions); return True
+    when it resumes from a checkpoint (the lifecycle's resume rule)."""
+    run.check_config(config)
     status = run.read_status().get("state")
-    has_checkpoint = run.checkpoint_dir() is not None
-    if stored is not None and has_checkpoint and not resume:
+    has_checkpoint = run.resumes()
+    if run.read_config() is not None and has_checkpoint and not resume:
         raise ValueError(f"run folder {run.path} already has a checkpoint ({status}); pass --resume "
                          "to continue it, or choose another --run")
+    if not resume:
+        check_transition(status, "running")  # a completed run is never trained again
     return resume and has_checkpoint
 
 
@@ -473,210 +474,3 @@ def _record_failure(run: Run, trainer: Trainer, error: BaseException) -> None:
     except OSError as status_error:  # the disk that failed the run may refuse this too
         print(f"error: could not record the failure in {run.file('status.json')}: "
               f"{_failure_message(status_error)}", file=sys.stderr)
-
-
-# CLI ------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.train", description="Train one run.")
-    p.add_argument("--preset", default=None, help="micro, tiny, small or paper (default micro)")
-    p.add_argument("--config", default=None, metavar="PATH",
-                   help="start from a config file instead of a preset, e.g. a run's config.json "
-                        "(flags below still apply on top)")
-    p.add_argument("--ffn", default=None, help="FFN variant (python -m core.config --list shows them)")
-    p.add_argument("--ffn-module", action="append", default=[], metavar="PATH",
-                   help="a .py file registering your own FFN variant (repeatable; also "
-                   f"${variants.PLUGIN_ENV})")
-    p.add_argument("--variant", default=None, help="variant label, e.g. dual+ffn_share=none")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--data", default=None, help="builtin, fineweb, hf:owner/name[:config] or a path")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--experiment", default="default", help="experiment folder inside the runs root")
-    p.add_argument("--run", default=None, help="run name (default <variant>-s<seed>)")
-    p.add_argument("--run-dir", default=None, help="explicit run folder (overrides --experiment/--run)")
-    p.add_argument("--runs-dir", default=None, help="runs root (default $RUNS_DIR or ./runs)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-to", default="", metavar="NAMES", help=LOG_TO_HELP)
-    p.add_argument("--plan", action="store_true",
-                   help="print parameters, micro-batch, FLOPs and peak memory per stage; do not train")
-    p.add_argument("--time-steps", type=int, default=0, metavar="N",
-                   help="time N optimizer steps and one evaluation on random tokens, print JSON; "
-                   "do not train")
-    return p
-
-
-def time_steps(config: RunConfig, n: int) -> dict:
-    """``--time-steps N``: seconds per optimizer step (median of `n`, after one warm-up step) and
-    for one evaluation, on random tokens with the run's model, micro-batch and optimizer."""
-    device = resolve_device(config, Dist())
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model).to(device)
-    optimizer = build_optimizer(model, config, device)
-    autocast = functools.partial(autocast_context, config, device)
-    micro = resolve_micro_batch(model, config, device, autocast=autocast)
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
-                        generator=generator).to(device)
-    batch = eval_micro_batches([(ids[:, :-1], ids[:, 1:])], micro, Dist())
-    times = [_timed(lambda: _optimizer_step(model, optimizer, batch, config, autocast), device)
-             for _ in range(n + 1)][1:]
-    eval_s = _timed(lambda: evaluate(model, batch * config.train.eval_batches, config, device), device)
-    return {"step_s": sorted(times)[len(times) // 2], "eval_s": eval_s, "micro_batch": micro,
-            "device": str(device)}
-
-
-def _optimizer_step(model, optimizer, micro_batches: list, config: RunConfig, autocast) -> None:
-    for x, y in micro_batches:
-        with autocast():
-            (model(x, y, return_logits=False).loss / len(micro_batches)).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip or float("inf"))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def _timed(fn, device: torch.device) -> float:
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def print_plan(config: RunConfig) -> None:
-    """``--plan``: measure every stage on this machine's device at the micro-batch the run would
-    use, on random tokens (no data is loaded, nothing is written)."""
-    device = resolve_device(config, Dist())
-    if config.train.compile:
-        require_compiled_gradients(config.model, device)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model).to(device)
-    autocast = functools.partial(autocast_context, config, device)
-    bf16 = config.train.dtype == "bf16" or (config.train.dtype == "auto" and device.type == "cuda")
-    print(format_plan(run_plan(model, config, device, autocast, bf16)))
-
-
-def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
-    """Build the run config from CLI flags; with --resume and no shape flags, the stored one."""
-    shaped = any(v is not None for v in (args.preset, args.config, args.ffn, args.variant, args.seed,
-                                         args.steps, args.data)) or args.overrides
-    if args.resume and stored is not None and not shaped:
-        return RunConfig.from_dict(stored)
-    overrides = []
-    if args.variant:
-        overrides += parse_variant(args.variant)[1]
-    if args.ffn:
-        overrides.append(f"model.ffn={args.ffn}")
-    overrides += [f"train.seed={args.seed}"] * (args.seed is not None)
-    overrides += [f"train.steps={args.steps}"] * (args.steps is not None)
-    overrides += [f"data.source={args.data}"] * (args.data is not None)
-    return apply_overrides(_base_config(args), overrides + args.overrides)
-
-
-def _base_config(args: argparse.Namespace) -> RunConfig:
-    """The preset, or the config file of --config (a run's config.json reproduces that run)."""
-    if args.config is None:
-        return preset(args.preset or "micro")
-    if args.preset is not None:
-        raise ValueError("give --preset or --config, not both")
-    try:
-        raw = json.loads(Path(args.config).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"--config {args.config}: cannot be read as JSON: {error}") from None
-    try:
-        return RunConfig.from_dict(raw)
-    except (TypeError, ValueError, AttributeError) as error:
-        raise ValueError(f"--config {args.config}: not a run config: {error}") from None
-
-
-def resolve_run(args: argparse.Namespace, config: RunConfig | None) -> Run:
-    """The run folder named by --run-dir, or by --experiment/--run inside the runs root."""
-    if args.run_dir:
-        return Run(args.run_dir)
-    validate_name(args.experiment, "experiment name")
-    name = args.run or f"{variant_label(config.model)}-s{config.train.seed}"
-    return Run.at(runs_root(args.runs_dir), args.experiment, name)
-
-
-def reexec_with_malloc_env() -> None:
-    """Re-run this CLI once with glibc's allocator tuned: large activation buffers stay mapped
-    instead of being returned to the OS each step (page faults were a large share of a CPU step)."""
-    if platform.system() != "Linux" or os.environ.get("EXPLORER_NO_MALLOC_TUNING"):
-        return
-    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
-        return
-    os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
-              {**os.environ, **MALLOC_ENV})
-
-
-class RunPreempted(Exception):
-    """SIGUSR1 stopped the run after a checkpoint (a scheduler's warning before preemption or
-    the time limit); resuming continues exactly from that checkpoint."""
-
-
-def _interrupt(signum: int, frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def handle_stop_signals() -> None:
-    """SIGTERM (scancel, a scheduler stopping the job) and SIGINT end the run as cancelled;
-    SIGUSR1 (SLURM's ``--signal=USR1@90``) checkpoints at the next step and ends it as preempted."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    # A process started with SIGINT ignored (`python app.py &` from a script, nohup) passes SIG_IGN
-    # to its children and Python keeps it: the app's cancel would go unheard.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _PREEMPT.set())
-
-
-def ignore_file_size_signal() -> None:
-    """Past RLIMIT_FSIZE the kernel sends SIGXFSZ, which kills silently by default; ignored, the
-    write fails with EFBIG instead, and the run ends `failed` with a disk message. CPython ignores
-    it at start-up already: set here so the guarantee does not rest on an interpreter detail."""
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    ignore_file_size_signal()
-    handle_stop_signals()
-    try:
-        variants.load_plugins(args.ffn_module)
-        trackers = parse_backends(args.log_to)
-        config = config_from_args(args)
-        run = resolve_run(args, config)
-        if args.resume:
-            config = config_from_args(args, run.read_config())
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.time_steps < 0:
-        print(f"error: --time-steps must be >= 1, got {args.time_steps}", file=sys.stderr)
-        return 2
-    if args.plan or args.time_steps:
-        try:
-            if args.plan:
-                print_plan(config)
-            else:
-                print(json.dumps(time_steps(config, args.time_steps)))
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
-    try:
-        summary = train(config, run, resume=args.resume, progress=not args.no_progress, trackers=trackers)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except RunPreempted as stop:
-        print(f"{run.path}: {stop}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except Exception as error:  # the run's status holds the same message
-        print(f"error: {_failure_message(error)}", file=sys.stderr)
-        return 1
-    if summary.get("final_val_loss") is not None and int(os.environ.get("RANK", "0")) == 0:
-        print(f"{run.path}: final val loss {summary['final_val_loss']:.4f} after {summary['steps']} steps")
-    return 0
