@@ -51,6 +51,7 @@ class Status(TypedDict, total=False):
     devices: list[str] | None  # CUDA_VISIBLE_DEVICES entries a local run is pinned to
     executor: str  # "local" or "slurm": who runs it
     job_id: str | None  # the scheduler's job id (slurm), None locally
+    health: list[dict]  # alarms at the last evaluation (core.health: kind, layer, value, detail)
 
 
 FIELDS = frozenset(Status.__annotations__)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.analysis.health import Alarm, Limits, badge, check
+from core.health import Alarm, Limits, badge, check
 from core.model import build_model
 from core.training.diagnostics import routing_metrics
 from tests.conftest import REPO, tiny_model_config
@@ -124,3 +124,25 @@ def test_the_shipped_short_sweeps_that_lose_their_units():
         if alarms:
             flagged.add(f"{path.parent.parent.name}/{path.parent.name}")
     assert len(flagged) == 9 and all(name.endswith("/dual-s0") for name in flagged)
+
+
+def test_a_run_records_its_alarms_at_each_evaluation_and_the_table_shows_them(tmp_path):
+    """A micro run whose theta starts so near 0 that its first moves are a large relative drift:
+    the trainer stores the alarms in status.json and summary.json, the runs table shows a badge."""
+    from core.config import apply_overrides, preset
+    from core.jobs.rows import Cursor, row
+    from core.runs import Run
+    from core.training.trainer import train
+    from ui.tables import runs_table
+
+    config = apply_overrides(preset("micro"), ["model.ffn=dual", "model.threshold_init=0.001",
+                                               "train.steps=8", "train.eval_every=2", "train.log_every=2",
+                                               "train.checkpoint_every=8"])
+    run = Run(tmp_path / "r")
+    summary = train(config, run, progress=False)
+    status = run.read_status()
+    expected = [a.to_dict() for a in check(run.read_metrics(0)[0])]
+    assert "threshold_drift" in {alarm["kind"] for alarm in expected}
+    assert status["health"] == expected and summary["health"] == expected == run.read_summary()["health"]
+    shown = runs_table([row(run, status, "completed", Cursor(None), False)])
+    assert shown["health"].tolist() == [badge(expected)]

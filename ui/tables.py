@@ -10,9 +10,10 @@ import math
 import pandas as pd
 
 from core.analysis.stats import table1_cells
+from core.health import badge
 
 RUN_COLUMNS = ["run", "variant", "seed", "state", "job", "step", "steps", "progress", "eta", "train_loss",
-               "val_loss", "error"]
+               "val_loss", "health", "error"]
 
 
 def duration(seconds) -> str:
@@ -32,6 +33,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "eta_s"])
     frame["eta"] = [duration(v) for v in frame.pop("eta_s")]
     frame["progress"] = [f"{100 * v:.0f}%" if v is not None else "" for v in frame["progress"]]
+    frame["health"] = [badge(alarms) if isinstance(alarms, list) else "" for alarms in frame["health"]]
     for column in ("train_loss", "val_loss"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").round(4)
     return frame

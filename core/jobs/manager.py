@@ -227,7 +227,8 @@ class JobManager:
         Keys: experiment, run, variant, seed, state (effective; a cluster run's merged with the
         scheduler's, e.g. "pending (Resources)"), live (queued, pending or running), job (the
         SLURM job id, if any), step, steps, progress (0..1), eta_s (seconds left, while running),
-        train_loss and val_loss (the last logged), error.
+        train_loss and val_loss (the last logged), health (the alarms of core.health at the last
+        evaluation), error.
         Metrics are read incrementally.
         """
         experiments = [validate_name(experiment, "experiment name")] if experiment else \

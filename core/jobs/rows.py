@@ -63,4 +63,5 @@ def row(run: Run, status: dict, state: str, cursor: Cursor, live: bool) -> dict:
             "seed": config.get("seed"), "state": state, "step": step, "steps": steps,
             "progress": progress, "eta_s": eta_seconds(status, state, step, steps),
             "live": live, "job": status.get("job_id"),
-            "train_loss": cursor.train_loss, "val_loss": cursor.val_loss, "error": status.get("error")}
+            "train_loss": cursor.train_loss, "val_loss": cursor.val_loss, "error": status.get("error"),
+            "health": status.get("health") or []}

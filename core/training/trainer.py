@@ -20,6 +20,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from core.config import RunConfig, variant_label
+from core.health import check as health_check
 from core.jobs import launch
 from core.lifecycle import check_transition
 from core.metrics import AUX_LOSS, ELAPSED, GRAD_NORM, LR, PEAK_MEM, STEP, TOK_S, TOKENS, TRAIN_LOSS, VAL_LOSS
@@ -351,7 +352,14 @@ class Trainer:
             self.run.append_metrics(record)
             if self.mirror is not None:
                 self.mirror.log(record)
-            self.run.write_status("running", step=self.step, pid=os.getpid())
+            health = {"health": self._health()} if VAL_LOSS in record else {}
+            self.run.write_status("running", step=self.step, pid=os.getpid(), **health)
+
+    def _health(self) -> list[dict]:
+        """The alarms of every metric line logged so far (core.health), re-read at each evaluation
+        so a resumed run is judged on its whole history."""
+        records, _ = self.run.read_metrics(0)
+        return [alarm.to_dict() for alarm in health_check(records)]
 
     def _summary(self, tok_rates: list[float]) -> dict:
         records, _ = self.run.read_metrics(0) if self.run else ([], 0)
@@ -363,6 +371,7 @@ class Trainer:
             knockout = knockout_losses(self.model, everything, self.device, self._autocast)
         return {"final_val_loss": val[-1] if val else None, "steps": self.step, "tokens": self.tokens,
                 **({"knockout": knockout} if knockout else {}),
+                "health": [alarm.to_dict() for alarm in health_check(records)],
                 "elapsed_s": self.elapsed, "tok_s": sum(steady) / max(1, len(steady)),
                 "peak_mem_gb": peak_memory_gb(self.device),
                 "params_total": parameter_counts(self.model)["total"],
