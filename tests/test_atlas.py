@@ -26,6 +26,8 @@ from core.analysis.atlas import (
     token_table,
     unit_table,
 )
+from core.analysis.atlas import compute as atlas_compute
+from core.analysis.atlas import export as atlas_export
 from core.config import apply_overrides, preset
 from core.model import build_model, weights_state
 from core.runs import Run
@@ -162,7 +164,7 @@ def test_histograms_count_every_position_and_mark_theta():
 
 def test_histogram_edges():
     values = torch.tensor([[-0.1, 0.0, 0.5, 0.999, 1.0, 1.1, float("nan")]])
-    counts = atlas_mod._histogram(values, 0.0, 1.0, 4)[0].tolist()
+    counts = atlas_compute._histogram(values, 0.0, 1.0, 4)[0].tolist()
     assert counts == [1, 1, 0, 1, 2, 2]  # below; [0, .25) ... [.75, 1]; above (1.1 and NaN)
 
 
@@ -263,7 +265,7 @@ def test_settings_change_the_key_not_the_weights(runs_root):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_export_round_trips(runs_root, tmp_path, suffix):
-    if suffix == ".parquet" and not atlas_mod._has_pyarrow():
+    if suffix == ".parquet" and not atlas_export._has_pyarrow():
         pytest.skip("pyarrow not installed")
     atlases, tokenizer = run_atlases("exp/dual-s0", TOKENS, runs_dir=runs_root)
     written = export_atlases(atlases, tokenizer, tmp_path / f"atlas{suffix}")
@@ -394,7 +396,7 @@ def test_cli_bad_inputs_one_message_nothing_written(case, runs_root, no_weights_
 
 
 def test_cli_parquet_without_pyarrow(runs_root, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(atlas_mod, "_has_pyarrow", lambda: False)
+    monkeypatch.setattr(atlas_export, "_has_pyarrow", lambda: False)
     code = atlas_mod.main(["exp/dual-s0", "--runs-dir", str(runs_root), "--out", str(tmp_path / "a.parquet")])
     assert code == 2 and "needs pyarrow" in capsys.readouterr().err and _listing(tmp_path) == []
 
