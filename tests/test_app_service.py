@@ -350,3 +350,37 @@ def test_launch_refuses_an_executor_not_offered_and_writes_nothing(tmp_path):
         ex.launch("e", "micro", ["swiglu"], "0", executor="slurm")
     assert list(tmp_path.iterdir()) == []
     ex.close()
+
+
+def test_atlas_of_the_shipped_demo_runs_side_by_side(tmp_path):
+    """The Inspect tab's atlas: dual beside SwiGLU on the same validation tokens, the dual run's
+    unit contexts (SwiGLU has no sparse units), each bad field one message."""
+    import shutil
+
+    from ui.figures import atlas_histograms
+    from ui.tabs.inspect import _atlas_contexts, _atlas_notes, _atlas_tokens
+
+    shipped = Path(__file__).resolve().parents[1] / "runs" / "demo"
+    for name in ("dual-s0", "swiglu-s0"):  # copies: the atlas caches itself in the run folder
+        shutil.copytree(shipped / name, tmp_path / "demo" / name)
+    ex = Explorer(tmp_path, start_jobs=False)
+    try:
+        view = ex.atlas("demo/dual-s0", "demo/swiglu-s0", 1.0, 5, 2000)
+        assert [run["variant"] for run in view["runs"]] == ["dual", "swiglu"]
+        assert view["settings"]["tokens"] == 2000 and view["settings"]["layer"] == 1
+        assert view["runs"][0]["unit"]["unit"] == 5 and view["runs"][1]["unit"] is None
+        contexts = _atlas_contexts(view)
+        assert set(contexts["run"]) == {"demo/dual-s0"} and len(contexts) == view["settings"]["top_k"]
+        assert contexts["value"].is_monotonic_decreasing
+        table = _atlas_tokens(view)
+        assert len(table) == view["tokens"]["shown"] > 0 and "loss_mean_delta" in table.columns
+        assert "demo/swiglu-s0" in _atlas_notes(view) and atlas_histograms(view) is not None
+        assert ex.atlas("demo/dual-s0", None, 1, 5, 2000)["runs"][0]["cached"]  # the second look
+        for bad, message in [(("", None, 0, 0, 100), "pick run A"),
+                             (("demo/dual-s0", None, 0, 0, 0), "tokens"),
+                             (("demo/dual-s0", None, 0, -1, 100), "whole numbers"),
+                             (("demo/dual-s0", None, 9, 0, 100), "layer must be")]:
+            with pytest.raises(ValueError, match=message):
+                ex.atlas(*bad)
+    finally:
+        ex.close()

@@ -131,3 +131,26 @@ def colour_label(result: dict, stat: str, layer: int) -> str:
     shown = min(layer, len(result["token_stats"][stat]) - 1)
     meaning = result["stat_info"][stat]["meaning"]
     return f"{result['run']}, layer {shown}: {stat}, {meaning} (red = high, purple = low)"
+
+
+def atlas_histograms(view: dict) -> go.Figure | None:
+    """The atlas's histograms at its layer, one panel per statistic, one colour per run (the
+    threshold's cut marked on the score); None when the runs have none (SwiGLU)."""
+    names = sorted({name for run in view["runs"] for name in run["histograms"]})
+    if not names:
+        return None
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names)
+    for i, run in enumerate(view["runs"]):
+        for col, name in enumerate(names, start=1):
+            hist = run["histograms"].get(name)
+            if hist is None:
+                continue
+            edges = np.asarray(hist["edges"], dtype=float)
+            colour = variant_color(i)
+            fig.add_bar(x=(edges[:-1] + edges[1:]) / 2, y=hist["counts"], name=run["run"], row=1, col=col,
+                        marker_color=colour, opacity=0.6, showlegend=col == 1)
+            if hist.get("cut") is not None:
+                fig.add_vline(x=hist["cut"], line_dash="dash", line_color=colour, row=1, col=col)
+    fig.update_layout(barmode="overlay", template="plotly_white", height=320,
+                      margin=dict(l=40, r=20, t=40, b=30))
+    return fig

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import variants
+from core.analysis.atlas import atlas_view
 from core.analysis.inspection import inspect_text
 from core.analysis.report import diagnostic_keys
 from core.analysis.stats import X_KEYS, metric_series, seed_band, table1
@@ -91,6 +92,12 @@ def parse_overrides(text: str | list | None) -> list[str]:
                 raise ValueError(f"override {item[:60]!r} is not key=value")
             out.append(item)
     return out
+
+
+# The Inspect tab's atlas: its default token count (about 6 s a run here, then cached) and its cap
+# (the CLI's default, 100,000, takes about 35 s a run on 2 cores).
+ATLAS_TOKENS = 20_000
+ATLAS_MAX_TOKENS = 100_000
 
 
 def _whole_number(value) -> int | None:
@@ -455,6 +462,20 @@ class Explorer:
         if not 1 <= len(run_ids) <= 2:
             raise ValueError("pick one or two runs to inspect")
         return [_clean(inspect_text(self._run(run_id), text).to_dict()) for run_id in run_ids]
+
+    # atlas --------------------------------------------------------------------------------------
+    def atlas(self, run_a: str, run_b: str | None, layer, unit, tokens) -> dict:
+        """The routing atlas of run A (and B aligned on the same tokens) over the validation split
+        at `layer`, with `unit`'s top contexts: core.analysis.atlas.atlas_view's JSON. Cached in
+        the run folders, so a second look is instant."""
+        if not run_a:
+            raise ValueError("pick run A for the atlas")
+        count, at, chosen = _whole_number(tokens), _whole_number(layer), _whole_number(unit)
+        if count is None or not 1 <= count <= ATLAS_MAX_TOKENS:
+            raise ValueError(f"atlas tokens must be a whole number from 1 to {ATLAS_MAX_TOKENS:,}")
+        if at is None or chosen is None or chosen < 0:
+            raise ValueError("layer and unit must be whole numbers >= 0")
+        return atlas_view(run_a, at, chosen, compare=run_b or None, tokens=count, runs_dir=self.root)
 
     def num_layers(self, run_id: str) -> int:
         """Decoder layers of a run (what Inspect's layer control ranges over)."""

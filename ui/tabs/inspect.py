@@ -4,9 +4,11 @@ their FFN at a layer, with per-token and per-layer plots."""
 from dataclasses import dataclass
 
 import gradio as gr
+import pandas as pd
 
 from ui.figures import (
     LOSS_COLOURING,
+    atlas_histograms,
     colour_label,
     colourings,
     layer_params_figure,
@@ -14,7 +16,7 @@ from ui.figures import (
     token_colours,
     token_loss_figure,
 )
-from ui.service import Explorer, followed_runs, run_pair
+from ui.service import ATLAS_TOKENS, Explorer, followed_runs, run_pair
 from ui.widgets import PRIVATE, OnLoad
 
 SAMPLE_TEXT = ("The state of the Union is strong. We will invest in our roads, our schools and our "
@@ -35,8 +37,10 @@ def inspect_tab(explorer: Explorer, followed: gr.State) -> InspectTab:
         text = gr.Textbox(SAMPLE_TEXT, lines=3, label="Text", max_length=explorer.limits.max_text_chars)
         inspect_btn = gr.Button("Inspect", variant="primary")
         info, tokens_a, tokens_b, *plots = _views()
+        atlas_inputs, atlas_button, atlas_outputs = _atlas_views()
 
     calls = _Callbacks(explorer)
+    atlas_button.click(calls.run_atlas, [run_a, run_b, layer, *atlas_inputs], atlas_outputs, **PRIVATE)
     inputs = [run_a, run_b, text, colour_by, layer]
     outputs = [info, tokens_a, tokens_b, colour_by, *plots]
     inspect_btn.click(calls.run_inspect, inputs, outputs, **PRIVATE)
@@ -77,6 +81,23 @@ def _views() -> list:
     return [info, tokens_a, tokens_b, stats_plot, loss_plot, params_plot]
 
 
+def _atlas_views() -> tuple[list, gr.Button, list]:
+    """The atlas section: its inputs (tokens, unit), its button and its outputs, in
+    _Callbacks.run_atlas's order. It reads runs A and B and the layer picked above."""
+    with gr.Accordion("Atlas: both runs over their validation tokens (per token, unit and layer)",
+                      open=False):
+        with gr.Row():
+            tokens = gr.Number(ATLAS_TOKENS, precision=0, label="Validation tokens")
+            unit = gr.Number(0, precision=0, label="Unit (its top activating contexts)")
+            button = gr.Button("Compute atlas")
+        info = gr.Markdown()
+        table = gr.Dataframe(label="Per vocabulary token, at the layer picked above", interactive=False,
+                             max_height=360)
+        contexts = gr.Dataframe(label="Top activating contexts of the unit", interactive=False)
+        plot = gr.Plot(label="Histograms at the layer (the threshold's cut dashed)")
+    return [tokens, unit], button, [info, table, contexts, plot]
+
+
 class _Callbacks:
     """The tab's callbacks over one explorer (`run_inspect`, not `inspect`: the API's /inspect)."""
 
@@ -95,6 +116,14 @@ class _Callbacks:
                    for r in results] + [gr.update(value=None, label="Run B")]  # no run B: cleared
         return (_notes(results), colours[0], colours[1], gr.update(choices=offered, value=stat),
                 *_figures(results))
+
+    def run_atlas(self, a, b, layer, tokens, unit):
+        """Runs A and B over their validation tokens at `layer`; on bad input say why."""
+        try:
+            view = self.explorer.atlas(a, b, layer, unit, tokens)
+        except (ValueError, FileNotFoundError) as error:
+            return f"**Cannot compute the atlas:** {error}", None, None, None
+        return _atlas_notes(view), _atlas_tokens(view), _atlas_contexts(view), atlas_histograms(view)
 
     def layer_range(self, a, b, layer):
         """The layer slider's range over the chosen runs' layers."""
@@ -124,3 +153,30 @@ def _figures(results: list[dict]) -> tuple:
     return (stats_heatmaps(results),
             token_loss_figure({r["run"]: (r["tokens"], r["token_loss"]) for r in results}),
             layer_params_figure(per_layer) if per_layer else None)
+
+
+def _atlas_notes(view: dict) -> str:
+    """One line per run: tokens, layer, loss, routing means and dead units; how it was computed."""
+    layer = view["settings"]["layer"]
+    lines = []
+    for run in view["runs"]:
+        summary = ", ".join(f"{name} {value:.3g}" for name, value in run["summary"].items()
+                            if name != "layer" and isinstance(value, (int, float)))
+        how = "from the cache" if run["cached"] else f"computed in {run['seconds']:.1f} s"
+        lines.append(f"**{run['run']}** ({run['variant']}), layer {layer}: mean loss {run['loss_mean']:.3f}; "
+                     f"{summary} ({view['settings']['tokens']:,} tokens, {how})")
+    return "  \n".join(lines)
+
+
+def _atlas_tokens(view: dict) -> pd.DataFrame:
+    """The shown rows of the per-token table, numbers rounded for reading."""
+    frame = pd.DataFrame(view["tokens"]["rows"], columns=view["tokens"]["columns"])
+    return frame.round(4)
+
+
+def _atlas_contexts(view: dict) -> pd.DataFrame | None:
+    """Each run's top contexts of the chosen unit (runs without sparse units have none)."""
+    rows = [{"run": run["run"], "rank": c["rank"], "value": round(c["value"], 4), "left": c["left"],
+             "token": c["token"], "right": c["right"]}
+            for run in view["runs"] if run["unit"] for c in run["unit"]["contexts"]]
+    return pd.DataFrame(rows) if rows else None

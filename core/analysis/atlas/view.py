@@ -48,7 +48,7 @@ def _run_block(atlas: Atlas, tokenizer: Tokenizer, layer: int, unit: int | None)
     table = unit_table(atlas, tokenizer, layer, contexts=False)
     if table is not None:
         block["units"] = _json_rows(table.drop(columns="layer"))
-    if unit is not None:
+    if unit is not None and table is not None:  # a dense run beside a sparse one has no units
         contexts = unit_contexts(atlas, layer, unit, tokenizer)  # raises for a bad unit
         unit = _index(unit, meta["units"], meta["unit"])
         row = table.iloc[unit]
