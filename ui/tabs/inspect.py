@@ -163,7 +163,8 @@ def _atlas_notes(view: dict) -> str:
         summary = ", ".join(f"{name} {value:.3g}" for name, value in run["summary"].items()
                             if name != "layer" and isinstance(value, (int, float)))
         how = "from the cache" if run["cached"] else f"computed in {run['seconds']:.1f} s"
-        lines.append(f"**{run['run']}** ({run['variant']}), layer {layer}: mean loss {run['loss_mean']:.3f}; "
+        summary = f"; {summary}" if summary else ""
+        lines.append(f"**{run['run']}** ({run['variant']}), layer {layer}: mean loss {run['loss_mean']:.3f}"
                      f"{summary} ({view['settings']['tokens']:,} tokens, {how})")
     return "  \n".join(lines)
 
