@@ -26,7 +26,8 @@ def write(tmp_path, text: str, name: str = "mine") -> str:
 
 
 def test_builtins_load_by_name_and_a_user_study_by_path(tmp_path):
-    assert builtin_names() == ["cpu-ablation", "cpu-scaling", "cpu-variants", "gpu-scaling", "paper-ablation"]
+    assert builtin_names() == ["cpu-ablation", "cpu-controls", "cpu-scaling", "cpu-variants", "gpu-scaling",
+                              "paper-ablation"]
     assert study_path("cpu-ablation") == STUDIES_DIR / "cpu-ablation.toml"
     scaling = load_study("cpu-scaling")
     assert scaling.axis == "rungs" and scaling.points[2].name == "d128-L4" and scaling.fraction == 0.25

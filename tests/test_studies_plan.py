@@ -28,8 +28,9 @@ def _best_maps(study) -> dict[str, dict[str, float]]:
             "mixed": {v: study.lrs[i % len(study.lrs)] for i, v in enumerate(study.variants)}}
 
 
-def test_the_five_builtins_are_the_frozen_ones():
-    assert builtin_names() == sorted(FROZEN)
+def test_the_five_old_builtins_are_the_frozen_ones():
+    # cpu-controls came after the registries (a study file from the start): nothing to freeze
+    assert sorted(set(builtin_names()) - {"cpu-controls"}) == sorted(FROZEN)
 
 
 @pytest.mark.parametrize("name", sorted(FROZEN))
