@@ -412,7 +412,13 @@ def train(config: RunConfig, run: Run | None, resume: bool = False, progress: bo
     trackers = parse_backends(trackers)  # a bad name fails before anything is written
     world = init_distributed(resolve_device(config, Dist()).type)
     try:
-        return _train(config, run, world, resume, progress, trackers)
+        summary = _train(config, run, world, resume, progress, trackers)
+        if world.world_size > 1:
+            # Rank 0 still runs the final probes, knock-outs and writes after the last collective:
+            # a rank that tore its process group down meanwhile was seen to die of SIGABRT (gloo),
+            # and torchrun then killed rank 0 mid-probe. Every rank leaves together.
+            dist.barrier()
+        return summary
     finally:
         if world.world_size > 1:
             dist.destroy_process_group()
