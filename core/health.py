@@ -92,6 +92,35 @@ def badge(alarms: list[dict] | list[Alarm]) -> str:
     return "; ".join(f"{kind} {','.join(w for w in wheres if w)}".strip() for kind, wheres in by_kind.items())
 
 
+def run_alarms(summary: dict | None, records: list[dict], limits: Limits = Limits()) -> list[dict]:
+    """A run's alarms as dicts: those the trainer stored in its summary, else checked from its
+    metric lines (runs made before the trainer stored them)."""
+    stored = (summary or {}).get("health")
+    if isinstance(stored, list):
+        return stored
+    return [alarm.to_dict() for alarm in check(records, limits)]
+
+
+def variant_badge(runs: list[list[dict]]) -> str:
+    """Table 1's health cell for a variant's runs: each kind raised, its layers and in how many of
+    the runs, e.g. "dead_units L1,L2 (2/3)"; "ok" when no run raised any, "" without runs."""
+    if not runs:
+        return ""
+    counts: dict[str, int] = {}
+    layers: dict[str, set[int]] = {}
+    for alarms in runs:
+        for kind in dict.fromkeys(a["kind"] for a in alarms):
+            counts[kind] = counts.get(kind, 0) + 1
+        for alarm in alarms:
+            if alarm.get("layer") is not None:
+                layers.setdefault(alarm["kind"], set()).add(int(alarm["layer"]))
+    cells = []
+    for kind, count in counts.items():
+        where = ",".join(f"L{layer}" for layer in sorted(layers.get(kind, ())))
+        cells.append(" ".join(part for part in (kind, where, f"({count}/{len(runs)})") if part))
+    return "; ".join(cells) or "ok"
+
+
 def _last_layer_values(records: list[dict]) -> dict[tuple[str, int, str], float]:
     """{(group, layer, name): value} of the last line that logged per-layer metrics."""
     for record in reversed(records):

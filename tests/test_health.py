@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.health import Alarm, Limits, badge, check
+from core.health import Alarm, Limits, badge, check, run_alarms, variant_badge
 from core.model import build_model
 from core.training.diagnostics import routing_metrics
 from tests.conftest import REPO, tiny_model_config
@@ -98,6 +98,38 @@ def test_badge_and_dict_form():
     assert badge(alarms) == "dead_units L0,L2; aux_blowup"
     assert badge([a.to_dict() for a in alarms]) == badge(alarms) and badge([]) == ""
     assert alarms[0].to_dict()["explanation"].startswith("most sparse units")
+
+
+def test_variant_badge_counts_the_runs_that_raised_each_kind():
+    dead0, dead2 = Alarm("dead_units", 0, 0.7, "x").to_dict(), Alarm("dead_units", 2, 0.6, "y").to_dict()
+    aux = Alarm("aux_blowup", None, 1, "z").to_dict()
+    assert variant_badge([[dead0, dead2], [dead2, aux], []]) == "dead_units L0,L2 (2/3); aux_blowup (1/3)"
+    assert variant_badge([[], []]) == "ok" and variant_badge([]) == ""
+
+
+def test_run_alarms_reads_the_stored_list_else_checks_the_metric_lines():
+    stored = [Alarm("aux_blowup", None, 1, "z").to_dict()]
+    assert run_alarms({"health": stored}, [{"step": 1, "sparsity/L0/dead_frac": 0.9}]) == stored
+    assert run_alarms({"health": []}, [{"step": 1, "sparsity/L0/dead_frac": 0.9}]) == []
+    checked = run_alarms({}, [{"step": 1, "sparsity/L0/dead_frac": 0.9}])
+    assert [(a["kind"], a["layer"]) for a in checked] == [("dead_units", 0)]
+
+
+def test_table1_and_the_report_show_a_shipped_sweeps_dead_units():
+    """Table 1 (every copy of it) and the report's alarm list read the runs made before the
+    trainer stored alarms, from their metric lines."""
+    from core.analysis.report import health_html
+    from core.analysis.stats import table1
+    from core.runs import experiment_records
+
+    records = experiment_records(REPO / "runs", "cpu-scaling-d96-L3-sweep-lr0.004")
+    table = table1(records).set_index("variant")
+    assert table.loc["swiglu", "health"] == "ok"
+    dual = table.loc["dual", "health"]
+    assert dual.startswith("dead_units L") and dual.endswith("(1/1)")
+    page = health_html(records)
+    assert "dual-s0" in page and "swiglu-s0" not in page and "capacity is lost" in page
+    assert "No run raised" in health_html([r for r in records if r["variant"] == "swiglu"])
 
 
 def _shipped(sweeps: bool) -> list[Path]:

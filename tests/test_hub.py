@@ -226,9 +226,9 @@ def test_card_front_matter_table_setup_and_reproduction(experiment):
     table = [line for line in results.splitlines() if line.startswith("| ")]
     assert table[0] == ("| variant | seeds | val loss | delta | 95% CI (Welch) | 95% CI (bootstrap) "
                         "| p (Welch) | p (paired by seed) | MDE (80%) | seeds for 80% | peak mem GB | tok/s "
-                        "| params |")
+                        "| params | health |")
     assert table[2] == ("| swiglu | 2 | 5.090 ± 0.014 | +0.0000 | - | - | - | - | - | - | 0.50 | 1,000 "
-                        "| 1,234 |")
+                        "| 1,234 | ok |")
     assert table[3].startswith("| dual | 2 | 5.080 ± 0.014 | -0.0100 | [") and len(table) == 4
     for line in ("- Preset: `micro`", "- Variants: `swiglu`, `dual`", "- Seeds: 0, 1",
                  "- Steps per run: 20", "- Tokens per run: 40,960", "- Data: `builtin` (tokenizer `bpe`)",
@@ -269,7 +269,7 @@ def test_markdown_table_keeps_format_table_cells(experiment):
     assert len(lines) == len(text) == 2 + len(frame)
     for plain, markdown in zip(text[2:], lines[2:]):
         cells = [c.strip() for c in markdown.strip("| ").split(" | ")]
-        assert len(cells) == 13 and " ".join(cells) == " ".join(plain.split())
+        assert len(cells) == 14 and " ".join(cells) == " ".join(plain.split())
 
 
 # ---------------------------------------------------------------------------- pull

@@ -2,7 +2,8 @@
 
 import pytest
 
-from ui.tables import duration, estimate_text, results_table, runs_table
+from core.health import EXPLANATIONS
+from ui.tables import duration, estimate_text, health_note, results_table, runs_table
 
 
 @pytest.mark.parametrize("seconds, text", [(None, ""), (4.4, "4 s"), (59.6, "1 min 00 s"),
@@ -31,6 +32,16 @@ def test_results_table_shows_the_cells_every_table1_shows():
         "-0.0092", "0.827", "1.30", "8,202")
     assert shown["95% CI (Welch)"] == "[-0.0912, +0.0728]" and shown["p (paired by seed)"] == "0.512 (3)"
     assert (shown["MDE (80%)"], shown["seeds for 80%"]) == ("0.2111", "180")
+    assert shown["health"] == "-"
+    flagged = results_table([{**rows[0], "health": "dead_units L1 (2/3)"}]).iloc[0]
+    assert flagged["health"] == "dead_units L1 (2/3)"
+
+
+def test_health_note_explains_the_alarms_shown():
+    note = health_note([{"health": "ok"}, {"health": "dead_units L1 (2/3); aux_blowup (1/3)"}])
+    assert note.splitlines() == [f"- **dead_units**: {EXPLANATIONS['dead_units']}",
+                                 f"- **aux_blowup**: {EXPLANATIONS['aux_blowup']}"]
+    assert health_note([{"health": "ok"}]) == ""
 
 
 def test_estimate_text_says_when_it_is_still_measuring():

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from core.analysis.stats import table1_cells
-from core.health import badge
+from core.health import EXPLANATIONS, badge
 
 RUN_COLUMNS = ["run", "variant", "seed", "state", "job", "step", "steps", "progress", "eta", "train_loss",
                "val_loss", "health", "error"]
@@ -45,6 +45,13 @@ def results_table(rows: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     return pd.DataFrame(table1_cells(frame))
+
+
+def health_note(rows: list[dict]) -> str:
+    """What each alarm in a Table 1's health column means ("" when no run raised one)."""
+    cells = " ".join(str(row.get("health") or "") for row in rows)
+    kinds = [kind for kind in EXPLANATIONS if kind in cells]
+    return "\n".join(f"- **{kind}**: {EXPLANATIONS[kind]}" for kind in kinds)
 
 
 def estimate_text(estimate: dict) -> str:

@@ -19,7 +19,7 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from core import variants
+from core import health, variants
 from core.analysis.band_plot import band_traces, variant_color
 from core.analysis.stats import TABLE1_CELLS, TABLE1_NOTE, seed_band, table1, table1_cells
 from core.config import RunConfig
@@ -146,8 +146,21 @@ def table1_html(records: list[dict], baseline: str | None = None) -> str:
     """The Table 1 analogue (core.analysis.stats.table1) as HTML, cells as every Table 1 writes them."""
     cells = table1_cells(table1(records, baseline))
     headers = list(TABLE1_CELLS)
-    numeric = {i for i, h in enumerate(headers) if h not in ("variant", "val loss")}
+    numeric = {i for i, h in enumerate(headers) if h not in ("variant", "val loss", "health")}
     return html_table(headers, [list(row.values()) for row in cells], numeric=numeric)
+
+
+def health_html(records: list[dict]) -> str:
+    """Every alarm of every run (core.health), with what it means; a line saying so when none."""
+    rows = []
+    for record in records:
+        for alarm in health.run_alarms(record["summary"], record["metrics"]):
+            layer = "" if alarm.get("layer") is None else str(alarm["layer"])
+            rows.append([record["name"], alarm["kind"], layer, alarm["detail"],
+                         health.EXPLANATIONS.get(alarm["kind"], "")])
+    if not rows:
+        return f"<p>No run raised an alarm ({', '.join(health.KINDS)}).</p>"
+    return html_table(["run", "alarm", "layer", "measured", "what it means"], rows, numeric={2})
 
 
 def _mean_std(values: list[float]) -> str:
@@ -282,6 +295,9 @@ def _sections(records: list[dict], baseline: str | None) -> list[str]:
              "<h2>Table 1: final validation loss</h2>", table1_html(records, baseline),
              f"<p class=note>Mean ± sample std over seeds of each run's last val loss, against the "
              f"baseline (first row). {html.escape(TABLE1_NOTE)} Runs not completed are left out.</p>",
+             "<h2>Health alarms</h2>", health_html(records),
+             "<p class=note>Checked at each evaluation by the trainer (stored in summary.json), or "
+             "from the metric lines of runs made before it stored them; limits in core/health.py.</p>",
              "<h2>Figure 1: validation loss</h2>",
              *(figure_html(f"{key} (mean ± std over seeds)", band_figure(groups, key)) for key in LOSSES)]
     knockout = knockout_html(records)

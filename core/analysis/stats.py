@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core import variants
+from core import health, variants
 from core.analysis.significance import MAX_SEEDS, compare
 from core.metrics import ELAPSED, STEP, TOKENS, VAL_LOSS
 
@@ -28,7 +28,7 @@ COMPARISON_COLUMNS = ["ci_low", "ci_high", "boot_low", "boot_high", "p_paired", 
                       "seeds_needed"]
 TABLE1_COLUMNS = [
     "variant", "seeds", "val_loss_mean", "val_loss_std", "val_loss", "delta_vs_baseline",
-    "p_value", *COMPARISON_COLUMNS, "peak_mem_gb", "tok_s", "params",
+    "p_value", *COMPARISON_COLUMNS, "peak_mem_gb", "tok_s", "params", "health",
 ]
 # Statuses after which a run's last logged values are its final ones.
 _FINISHED = {"completed"}
@@ -243,7 +243,9 @@ def _run_numbers(run: dict) -> dict:
         tok_s = _finite_reduce(metric_series(metrics, "throughput/tok_s")[1], np.mean)
     params = _summary_float(summary, "params_total")
     params_int = int(params) if math.isfinite(params) else None
-    return {"loss": loss, "mem": mem, "tok_s": tok_s, "params": params_int, "seed": run.get("seed")}
+    alarms = health.run_alarms(summary, metrics)
+    return {"loss": loss, "mem": mem, "tok_s": tok_s, "params": params_int, "seed": run.get("seed"),
+            "alarms": alarms}
 
 
 def _finite_reduce(values: np.ndarray, fn) -> float:
@@ -300,6 +302,7 @@ def _variant_row(variant: str, numbers: list[dict], base: list[dict] | None) -> 
         "peak_mem_gb": _finite_reduce(_finite([n["mem"] for n in numbers]), np.mean),
         "tok_s": _finite_reduce(_finite([n["tok_s"] for n in numbers]), np.mean),
         "params": params,
+        "health": health.variant_badge([n["alarms"] for n in numbers]),
     }
 
 
@@ -390,12 +393,14 @@ TABLE1_CELLS = {
     "peak mem GB": lambda r: _fmt_float(".2f")(r["peak_mem_gb"]),
     "tok/s": lambda r: _fmt_float(",.0f")(r["tok_s"]),
     "params": lambda r: _fmt_params(r["params"]),
+    "health": lambda r: str(r.get("health") or "-"),
 }
 TABLE1_NOTE = ("delta = variant - baseline of the mean final val loss over seeds; 95% intervals "
                "of delta (Welch, and a percentile bootstrap over seeds); p (paired by seed) pairs "
                "the seeds both ran, which share their data order (count in brackets); MDE = the "
                "smallest delta 80% power detects at this spread and seed count; seeds for 80% = "
-               "seeds per variant to detect the observed delta with 80% power.")
+               "seeds per variant to detect the observed delta with 80% power; health = the alarms "
+               "(core.health) its runs raised, with the layers and how many runs.")
 
 
 def table1_cells(df: pd.DataFrame) -> list[dict[str, str]]:
@@ -408,7 +413,7 @@ def format_table(df: pd.DataFrame) -> str:
     header = list(TABLE1_CELLS)
     body = [list(cells.values()) for cells in table1_cells(df)]
     widths = [max(len(cell) for cell in col) for col in zip(header, *body)]
-    left = {"variant", "val loss"}
+    left = {"variant", "val loss", "health"}
 
     def render(cells: list[str]) -> str:
         parts = [cell.ljust(w) if c in left else cell.rjust(w) for c, cell, w in zip(header, cells, widths)]

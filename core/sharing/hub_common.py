@@ -87,7 +87,7 @@ def hub_failure(what: str, repo: str, error: Exception) -> HubError:
 def markdown_table(df: pd.DataFrame) -> str:
     """A Table 1 frame as a markdown table, with the cells every Table 1 shows (core.stats)."""
     heads = list(TABLE1_CELLS)
-    align = [":--" if h in ("variant", "val loss") else "--:" for h in heads]
+    align = [":--" if h in ("variant", "val loss", "health") else "--:" for h in heads]
     body = [[cell.replace("|", "\\|") for cell in row.values()] for row in table1_cells(df)]
     return "\n".join("| " + " | ".join(row) + " |" for row in [heads, align, *body])
 

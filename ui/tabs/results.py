@@ -8,7 +8,7 @@ import pandas as pd
 from core import variants
 from core.analysis.stats import TABLE1_NOTE
 from ui.service import Explorer
-from ui.tables import results_table
+from ui.tables import health_note, results_table
 from ui.widgets import PRIVATE, OnLoad, experiment_picker, follow_on_select, friendly
 
 
@@ -32,20 +32,21 @@ def results_tab(explorer: Explorer, default_experiment: str | None, followed: gr
                                    allow_custom_value=True)
             refresh = gr.Button("Refresh")
         table = gr.Dataframe(interactive=False)
+        alarms = gr.Markdown()
         download = gr.DownloadButton("Download CSV")
 
     @friendly
     def show(exp, base):
         if not exp:
-            return pd.DataFrame(), gr.update(), None
+            return pd.DataFrame(), "", gr.update(), None
         rows = explorer.results(exp, None)
         names = [r["variant"] for r in rows]
         base = base if base in names else (names[0] if names else None)  # a baseline this experiment has
         rows = explorer.results(exp, base) if base else rows
         csv = explorer.results_csv(exp, base)
-        return results_table(rows), gr.update(choices=names, value=base), csv
+        return results_table(rows), health_note(rows), gr.update(choices=names, value=base), csv
 
-    inputs, outputs = [experiment, baseline], [table, baseline, download]
+    inputs, outputs = [experiment, baseline], [table, alarms, baseline, download]
     for trigger in (experiment.change, baseline.change, refresh.click):
         trigger(show, inputs, outputs, **PRIVATE)
     follow_on_select(tab, experiment, explorer, followed).then(show, inputs, outputs, **PRIVATE)
