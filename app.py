@@ -21,6 +21,7 @@ from ui.tabs.inspect import inspect_tab
 from ui.tabs.launch import launch_tab
 from ui.tabs.overview import overview_tab
 from ui.tabs.results import results_tab
+from ui.tabs.studies import studies_tab
 from ui.widgets import PRIVATE
 
 
@@ -38,6 +39,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         results = results_tab(explorer, default, followed)
         diagnostics = diagnostics_tab(explorer, default, followed)
         inspect = inspect_tab(explorer, followed)
+        studies = studies_tab(explorer)
         register_api(explorer)
         pickers = [curves.experiment, results.experiment, diagnostics.experiment]
 
@@ -46,7 +48,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             return (*[gr.update(choices=choices, value=experiment)] * len(pickers), experiment)
 
         launch.launched.success(follow, launch.experiment, [*pickers, followed], **PRIVATE)
-        for tab in (overview, launch, curves, results, inspect):
+        for tab in (overview, launch, curves, results, inspect, studies):
             app.load(tab.on_load.fn, tab.on_load.inputs, tab.on_load.outputs, **PRIVATE)
     return app
 

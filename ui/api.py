@@ -1,16 +1,17 @@
 """The app's stable JSON endpoints for gradio_client: /launch /estimate /status /cancel /curves
-/results /inspect /variants, numbers at full precision (the tabs round for reading)."""
+/results /inspect /variants /studies /study /study_launch, numbers at full precision (the tabs
+round for reading)."""
 
 import gradio as gr
 
 from core.metrics import VAL_LOSS
-from ui.service import Explorer
+from ui.service import Explorer, clean
 from ui.widgets import friendly
 
 
 def register_api(explorer: Explorer) -> None:
     """Register every endpoint in the current Blocks; each is named after its function."""
-    for fn in (*_job_endpoints(explorer), *_view_endpoints(explorer)):
+    for fn in (*_job_endpoints(explorer), *_view_endpoints(explorer), *_study_endpoints(explorer)):
         _endpoint(friendly(fn), fn.__name__)
 
     def ffn_variants() -> list[dict]:
@@ -67,3 +68,21 @@ def _view_endpoints(explorer: Explorer) -> tuple:
         return explorer.inspect(runs, text)
 
     return curves, results, inspect
+
+
+def _study_endpoints(explorer: Explorer) -> tuple:
+    """studies, study and study_launch: studies listed, read and launched."""
+
+    def studies() -> list[dict]:
+        return clean(explorer.studies.names())
+
+    def study(name: str) -> dict:
+        return clean(explorer.studies.view(name))
+
+    def study_launch(name: str, text: str = "") -> dict:
+        """A built-in study (or one that ran here) by name; with a study file's text, that study
+        saved under `name`. Returns the study's progress once its first runs are queued."""
+        chosen = explorer.studies.from_text(name, text) if text.strip() else explorer.studies.load(name)
+        return clean({"study": chosen.name, **explorer.studies.launch(chosen)})
+
+    return studies, study, study_launch

@@ -34,6 +34,7 @@ from core.runs import (
     runs_root,
     validate_name,
 )
+from ui.study_service import Studies
 
 MAX_TEXT_CHARS = 100_000
 _NON_METRICS = {"step", "tokens", "elapsed_s"}
@@ -232,12 +233,12 @@ def _check_locked(config, base) -> None:
         raise ValueError(f"not changeable here: {', '.join(changed)}")
 
 
-def _clean(value):
+def clean(value):
     """NaN/inf -> None, numpy scalars -> Python, recursively: strict JSON for API clients."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -259,6 +260,7 @@ class Explorer:
         self._watchers: dict[str, ExperimentWatcher] = {}
         self._lock = threading.Lock()
         self.step_times = StepTimes()
+        self.studies = Studies(self.root, self.jobs, self.step_times, self.limits, start=start_jobs)
 
     # listings ------------------------------------------------------------------------------------
     def experiments(self) -> list[str]:
@@ -298,7 +300,7 @@ class Explorer:
                         "options": [{"name": o.name, "default": o.default, "help": o.help,
                                      "choices": list(o.choices), "minimum": o.minimum} for o in spec.options],
                         "stats": [{"name": s.name, "meaning": s.meaning, "per": s.per} for s in spec.stats]})
-        return _clean(out)
+        return clean(out)
 
     # launch --------------------------------------------------------------------------------------
     def plan(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
@@ -355,7 +357,7 @@ class Explorer:
             step_s[cell.label] = timing.step_s
         concurrent = max(1, min(self.jobs.max_concurrent, len(cells)))
         seconds = None if pending else total / concurrent
-        return _clean({"runs": len(cells), "concurrent": concurrent, "pending": pending, "seconds": seconds,
+        return clean({"runs": len(cells), "concurrent": concurrent, "pending": pending, "seconds": seconds,
                        "step_s": step_s, "errors": sorted(set(errors)),
                        "waiting": bool(pending) and not idle})
 
@@ -394,7 +396,7 @@ class Explorer:
     def status(self, experiment: str | None = None) -> list[dict]:
         if experiment:
             validate_name(experiment, "experiment name")
-        return _clean(self.jobs.status(experiment or None))
+        return clean(self.jobs.status(experiment or None))
 
     def cancel(self, experiment: str, run: str) -> str:
         validate_name(experiment, "experiment name")
@@ -417,7 +419,7 @@ class Explorer:
             band = seed_band(runs, metric, x, float(smoothing))
             if len(band.x):
                 out[variant] = {**band.to_dict(), "seeds": [_series(m, metric, x) for m in runs]}
-        return _clean(out)
+        return clean(out)
 
     def diagnostic_families(self, experiment: str) -> dict[str, dict[str, str]]:
         """{"group/metric": {layer label: metric key}} of the diagnostics this experiment logged."""
@@ -441,7 +443,7 @@ class Explorer:
     def results(self, experiment: str, baseline: str | None = None) -> list[dict]:
         validate_name(experiment, "experiment name")
         table = table1(experiment_records(self.root, experiment), baseline or None)
-        return _clean(table.to_dict("records"))
+        return clean(table.to_dict("records"))
 
     def results_csv(self, experiment: str, baseline: str | None = None) -> str:
         """Write Table 1 as CSV to a temp file (outside runs/) and return its path."""
@@ -461,7 +463,7 @@ class Explorer:
         run_ids = [r for r in (run_ids or []) if r]
         if not 1 <= len(run_ids) <= 2:
             raise ValueError("pick one or two runs to inspect")
-        return [_clean(inspect_text(self._run(run_id), text).to_dict()) for run_id in run_ids]
+        return [clean(inspect_text(self._run(run_id), text).to_dict()) for run_id in run_ids]
 
     # atlas --------------------------------------------------------------------------------------
     def atlas(self, run_a: str, run_b: str | None, layer, unit, tokens) -> dict:
@@ -502,6 +504,7 @@ class Explorer:
         return run
 
     def close(self) -> None:
+        self.studies.shutdown()
         self.jobs.shutdown()
 
 

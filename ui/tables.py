@@ -69,3 +69,29 @@ def estimate_text(estimate: dict) -> str:
     return (f"**Estimated wall time on this machine: {duration(estimate['seconds'])}** for "
             f"{estimate['runs']} run(s), {at_once} (measured step: {per_step}; first tokenization of "
             "a new corpus not included)")
+
+
+def _run_range(fewest: int, most: int) -> str:
+    """'25' or '10-18' runs (a study with a shared lr trains more when the best lrs differ)."""
+    return str(fewest) if most == fewest else f"{fewest}-{most}"
+
+
+def progress_text(progress: dict) -> str:
+    """A study's progress in one line: its phase, runs by state and the ETA of the whole study."""
+    states = ("completed", "running", "queued", "failed", "waiting")
+    counts = ", ".join(f"{progress[k]} {k}" for k in states if progress[k]) or "no runs yet"
+    total = _run_range(progress["runs"], progress["runs_most"])
+    eta = f"; about {duration(progress['eta_s'])} left" if progress.get("eta_s") else ""
+    state = f" ({progress['state']})" if progress.get("state") else ""
+    error = f"\n\n**Stopped:** {progress['error']}" if progress.get("error") else ""
+    return f"**Phase:** {progress['phase']}{state}; {counts} of {total} runs{eta}{error}"
+
+
+def study_estimate_text(estimate: dict) -> str:
+    """A study's run count and its estimated wall time here, or that it is being measured."""
+    runs = f"{_run_range(estimate['runs'], estimate['runs_most'])} runs."
+    if estimate["errors"]:
+        return f"{runs} **Cannot estimate the wall time:** " + "; ".join(estimate["errors"])
+    if estimate["seconds"] is None:
+        return f"{runs} *Estimating the wall time: timing a few steps of each run shape; preview again.*"
+    return f"{runs} Estimated wall time on this machine: {duration(estimate['seconds'])}"

@@ -117,11 +117,17 @@ class JobManager:
         """
         validate_name(experiment, "experiment name")
         _check_seeds(list(seeds))
+        cells = grid(preset, list(variants), list(seeds), list(overrides or []), steps, data)
+        return self.submit_cells(experiment, cells, trackers, executor, resources)
+
+    def submit_cells(self, experiment: str, cells: list[Cell], trackers: list[str] | None = None,
+                     executor: str = "local", resources: Resources | None = None) -> list[str]:
+        """Queue planned `cells` (a grid, or a study's phase) as :meth:`submit` queues a grid."""
+        validate_name(experiment, "experiment name")
         mirrors = list(parse_backends(trackers))
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-        cells = _unique_cells(grid(preset, list(variants), list(seeds), list(overrides or []),
-                                   steps, data))
+        cells = _unique_cells(list(cells))
         resources = check_slurm(resources or Resources()) if executor == "slurm" else \
             (resources or Resources()).check()
         with self._lock:

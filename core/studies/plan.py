@@ -14,6 +14,7 @@ both comparisons and the lr curve get all seeds); without, each variant at its o
 from dataclasses import dataclass
 
 from core import variants
+from core.config import parse_variant
 from core.jobs.launch import Cell, grid
 from core.studies.study import Point, Study
 
@@ -56,7 +57,11 @@ def cells(study: Study, point: Point, labels: list[str], seeds: list[int], lr: f
           steps: int | None) -> list[Cell]:
     """The grid of `labels` x `seeds` at `point` (and `lr`): the study's settings, then the point's."""
     extra = [f"train.lr={lr}"] if lr is not None else []
-    return grid(study.preset, labels, seeds, [*study.overrides, *point.overrides, *extra], steps, study.data)
+    found = []
+    for label in labels:
+        settings = [*study.overrides, *point.settings(parse_variant(label)[0]), *extra]
+        found += grid(study.preset, [label], seeds, settings, steps, study.data)
+    return found
 
 
 def non_embedding_params(study: Study, point: Point) -> int:

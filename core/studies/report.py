@@ -34,16 +34,17 @@ from core.studies.results import (
     scaling_rows,
     study_records,
 )
-from core.studies.study import Study, load_study
+from core.studies.study import Point, Study, load_study
 
 # ---------------------------------------------------------------------------- lr recipes
 
 
-def lr_losses(study: Study, root: Path) -> dict[str, dict[float, list[float]]]:
-    """{variant: {lr: final val losses of its seeds}} over the study's lr grid, baseline first."""
+def lr_losses(study: Study, root: Path, point: Point | None = None) -> dict[str, dict[float, list[float]]]:
+    """{variant: {lr: final val losses of its seeds}} over the study's lr grid at `point` (default:
+    the first), baseline first."""
     out: dict[str, dict[float, list[float]]] = {variants.BASELINE: {}}
+    point = point or study.points[0]
     for lr in study.lrs:  # the full-length runs (a short sweep's are not comparable with them)
-        point = study.points[0]
         for record in study_records(study, point, root, final_experiment(study, point, lr)):
             loss = record["summary"].get("final_val_loss")
             if isinstance(loss, (int, float)):
@@ -51,12 +52,19 @@ def lr_losses(study: Study, root: Path) -> dict[str, dict[float, list[float]]]:
     return {variant: by_lr for variant, by_lr in out.items() if by_lr}
 
 
-def lr_figure(losses: dict[str, dict[float, list[float]]]) -> go.Figure:
-    """Final val loss against lr (log axis): mean ± std over the seeds at each lr."""
+def lr_figure(losses: dict[str, dict[float, list[float]]], best: dict[str, float] | None = None) -> go.Figure:
+    """Final val loss against lr (log axis): mean ± std over the seeds at each lr; a star marks each
+    variant's selected lr (`best`)."""
     fig = go.Figure()
     for i, (variant, by_lr) in enumerate(losses.items()):
         lrs = sorted(by_lr)
         fig.add_traces(band_traces(variant, band_over_x(lrs, [by_lr[lr] for lr in lrs]), variant_color(i)))
+        chosen = (best or {}).get(variant)
+        if chosen in by_lr:
+            fig.add_trace(go.Scatter(x=[chosen], y=[float(np.mean(by_lr[chosen]))], mode="markers",
+                                     marker=dict(symbol="star", size=14, color=variant_color(i)),
+                                     name=f"{variant}: selected lr", legendgroup=variant, showlegend=False,
+                                     hovertemplate=f"{variant} selected lr %{{x:g}}<extra></extra>"))
     fig.update_layout(xaxis_title="peak learning rate", yaxis_title="final val loss", xaxis_type="log",
                       template="plotly_white", height=420, margin=dict(l=60, r=20, t=20, b=40))
     return fig
@@ -82,7 +90,7 @@ def lr_sections(study: Study, root: Path) -> list[str]:
                f"for {', '.join(interior) or 'no variant'}; at the edge of the grid for "
                f"{', '.join(edge) or 'none'}.")
     return ["<h2>Learning rate</h2>", figure_html("final val loss against lr (mean ± std over seeds)",
-                                                   lr_figure(losses)),
+                                                   lr_figure(losses, best)),
             f"<p class=note>Seed 0 at every lr of the grid, every seed at the shared and the best lr. "
             f"{html.escape(verdict)}</p>",
             html_table(["variant", "lr", "seeds", "final val loss", ""], _lr_rows(losses, best), {1, 2, 3}),
@@ -94,8 +102,11 @@ def lr_sections(study: Study, root: Path) -> list[str]:
 # ---------------------------------------------------------------------------- ladders
 
 
-def _size_axes(fig: go.Figure, y: str, height: int = 400) -> go.Figure:
-    fig.update_layout(xaxis_title="non-embedding parameters", yaxis_title=y, xaxis_type="log",
+def _size_axes(fig: go.Figure, rows: list[dict], y: str, height: int = 400) -> go.Figure:
+    """The axis of the study's points: sizes on a log axis, a config key's values as categories."""
+    sizes = all(isinstance(row["x"], int) for row in rows)
+    title = rows[0]["x_title"] if rows else "non-embedding parameters"
+    fig.update_layout(xaxis_title=title, yaxis_title=y, xaxis_type="log" if sizes else "category",
                       template="plotly_white", height=height, margin=dict(l=60, r=20, t=30, b=40))
     return fig
 
@@ -105,8 +116,8 @@ def _variants(rows: list[dict]) -> list[str]:
 
 
 def _points(rows: list[dict], variant: str) -> list[tuple[int, dict]]:
-    """(non-embedding parameters, the variant's numbers) of each rung where it has results."""
-    return [(row["non_embedding"], row["variants"][variant]) for row in rows if variant in row["variants"]]
+    """(place on the axis, the variant's numbers) of each point where it has results."""
+    return [(row["x"], row["variants"][variant]) for row in rows if variant in row["variants"]]
 
 
 def delta_figure(rows: list[dict]) -> go.Figure:
@@ -117,12 +128,12 @@ def delta_figure(rows: list[dict]) -> go.Figure:
         points = _points(rows, variant)
         column = {key: np.array([v[key] for _, v in points], dtype=float)
                   for key in ("delta", "ci_low", "ci_high", "seeds")}
-        band = Band(np.array([p for p, _ in points], dtype=float), column["delta"], np.zeros(len(points)),
+        band = Band(np.array([p for p, _ in points], dtype=object), column["delta"], np.zeros(len(points)),
                     column["ci_low"], column["ci_high"], column["seeds"].astype(int))
         label = f"{variant} - {variants.BASELINE}"
         fig.add_traces(band_traces(label, band, variant_color(i), spread="minmax"))
     fig.add_hline(y=0, line=dict(color="#888", width=1))
-    return _size_axes(fig, f"val loss difference from {variants.BASELINE}")
+    return _size_axes(fig, rows, f"val loss difference from {variants.BASELINE}")
 
 
 def loss_figure(rows: list[dict]) -> go.Figure:
@@ -133,7 +144,7 @@ def loss_figure(rows: list[dict]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[p for p, _ in points], y=[v["val_loss"] for _, v in points],
                                  mode="lines+markers",
                                  name=variant, line=dict(color=variant_color(i), width=2)))
-    return _size_axes(fig, "final val loss (mean over seeds)")
+    return _size_axes(fig, rows, "final val loss (mean over seeds)")
 
 
 def diagnostics_figure(rows: list[dict]) -> go.Figure:
@@ -147,8 +158,9 @@ def diagnostics_figure(rows: list[dict]) -> go.Figure:
                 fig.add_trace(go.Scatter(x=[p for p, _ in points], y=[v for _, v in points], name=variant,
                                          mode="lines+markers", line=dict(color=variant_color(i)),
                                          showlegend=col == 1, legendgroup=variant), row=1, col=col)
-    fig.update_xaxes(type="log")
-    return _size_axes(fig, "", height=360)
+    _size_axes(fig, rows, "", height=360)
+    fig.update_xaxes(type=fig.layout.xaxis.type)  # every panel like the first
+    return fig
 
 
 def _rung_rows(rows: list[dict]) -> list[list[str]]:

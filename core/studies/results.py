@@ -74,7 +74,8 @@ def _final_mean(records: list[dict], group: str, name: str) -> float:
 
 def scaling_rows(study: Study, root: Path) -> list[dict]:
     """Per axis point with results: its size, each variant's lr, Table 1's comparison of each variant
-    with the baseline (delta and 95% intervals) and the trend diagnostics of each variant."""
+    with the baseline (delta, 95% Welch and bootstrap intervals, p) and the trend diagnostics of each
+    variant; ``x`` is where the point sits on the axis (its size for rungs, else the key's value)."""
     rows = []
     for point in study.points:
         found = point_records(study, point, root)
@@ -82,15 +83,20 @@ def scaling_rows(study: Study, root: Path) -> list[dict]:
             continue  # nothing yet, or a point still training: no baseline to compare with
         table = table1(found, variants.BASELINE).set_index("variant")
         lrs = best_lrs(study, point, root) if study.selects else {}
-        row = {"rung": point.name, "non_embedding": non_embedding_params(study, point),
-               "steps": point_steps(study, point), "lrs": lrs, "variants": {}}
+        size = non_embedding_params(study, point)
+        row = {"rung": point.name, "non_embedding": size, "steps": point_steps(study, point), "lrs": lrs,
+               "x": size if study.axis == "rungs" else point.name.partition("=")[2],
+               "x_title": "non-embedding parameters" if study.axis == "rungs" else study.axis,
+               "variants": {}}
         for variant in table.index:
             runs = [r for r in found if r["variant"] == variant]
             stats = table.loc[variant]
             row["variants"][variant] = {
                 "seeds": int(stats["seeds"]), "val_loss": float(stats["val_loss_mean"]),
                 "delta": float(stats["delta_vs_baseline"]), "ci_low": float(stats["ci_low"]),
-                "ci_high": float(stats["ci_high"]),
+                "ci_high": float(stats["ci_high"]), "boot_low": float(stats["boot_low"]),
+                "boot_high": float(stats["boot_high"]), "p": float(stats["p_value"]),
+                "std": float(stats["val_loss_std"]),
                 **{f"{g}/{n}": _final_mean(runs, g, n) for g, n in TREND_DIAGNOSTICS}}
         rows.append(row)
     return rows

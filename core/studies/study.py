@@ -22,7 +22,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import apply_overrides, preset
+from core import variants
+from core.config import apply_overrides, parse_variant, preset
 from core.jobs.launch import grid
 from core.runs import validate_name
 from core.studies.fields import Fields
@@ -38,6 +39,11 @@ class Point:
 
     name: str
     overrides: tuple[str, ...] = ()
+
+    def settings(self, ffn: str) -> list[str]:
+        """The point's settings that apply to variant `ffn`: an axis over one variant's option (e.g.
+        dual's ffn_threshold) leaves the variants without that option (the baseline) unchanged."""
+        return [setting for setting in self.overrides if _applies(setting, ffn)]
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,15 @@ class Study:
     def selects(self) -> bool:
         """Whether each variant's lr is selected by a short sweep."""
         return self.fraction is not None
+
+
+def _applies(setting: str, ffn: str) -> bool:
+    """Whether `setting` (key=value) is for every variant, or an FFN option that `ffn` has."""
+    section, _, name = setting.partition("=")[0].rpartition(".")
+    if section not in ("", "model", "ffn_options"):
+        return True
+    owners = [v for v in variants.names() if variants.spec(v).option(name)]
+    return not owners or ffn in owners
 
 
 def builtin_names() -> list[str]:
@@ -230,8 +245,8 @@ def _check_grid(study: Study, fields: Fields) -> None:
     base = preset(study.preset)
     checks = [("data", [f"data.source={study.data}"] if study.data is not None else []),
               ("overrides", list(study.overrides))]
-    checks += [(f"axis.rungs[{i}].set" if study.axis == "rungs" else "axis.values", list(point.overrides))
-               for i, point in enumerate(study.points)]
+    checks += [(f"axis.rungs[{i}].set" if study.axis == "rungs" else "axis.values",
+                point.settings(base.model.ffn)) for i, point in enumerate(study.points)]
     for field, settings in checks:
         try:
             apply_overrides(base, settings)
@@ -241,7 +256,8 @@ def _check_grid(study: Study, fields: Fields) -> None:
     for variant in study.variants:
         for point in study.points:
             try:
-                grid(study.preset, [variant], [study.seeds[0]], [*study.overrides, *point.overrides, *lr],
+                grid(study.preset, [variant], [study.seeds[0]],
+                     [*study.overrides, *point.settings(parse_variant(variant)[0]), *lr],
                      study.steps, study.data)
             except ValueError as error:
                 raise fields.fail("variants", f"{variant!r}: {error}") from None
