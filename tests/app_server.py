@@ -22,15 +22,8 @@ def free_port() -> int:
 @contextmanager
 def running_app(runs_dir: Path, extra_env: dict | None = None, timeout: float = 90):
     """Yield the URL of an app serving `runs_dir`; stop it afterwards."""
-    port = free_port()
-    env = {**os.environ, "RUNS_DIR": str(runs_dir), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
-    log = open(Path(tempfile.gettempdir()) / f"explorer-app-{port}.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url, log = start_app(runs_dir, extra_env, timeout)
     try:
-        _wait_for(url, proc, timeout)
         yield url
     finally:
         proc.terminate()
@@ -39,6 +32,25 @@ def running_app(runs_dir: Path, extra_env: dict | None = None, timeout: float = 
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def start_app(runs_dir: Path, extra_env: dict | None = None, timeout: float = 90):
+    """Start an app serving `runs_dir` and wait until it answers: (process, URL, its log file).
+    The caller stops the process and closes the log."""
+    port = free_port()
+    env = {**os.environ, "RUNS_DIR": str(runs_dir), "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
+    log = open(Path(tempfile.gettempdir()) / f"explorer-app-{port}.log", "wb")  # noqa: SIM115 - the caller's
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_for(url, proc, timeout)
+    except BaseException:
+        proc.kill()
+        log.close()
+        raise
+    return proc, url, log
 
 
 def _wait_for(url: str, proc: subprocess.Popen, timeout: float) -> None:
