@@ -16,6 +16,7 @@ import pandas as pd
 
 from core import variants
 from core.analysis.atlas import atlas_view
+from core.analysis.compare import VARIANT, compare_rows, config_keys, metric_keys
 from core.analysis.inspection import inspect_text
 from core.analysis.report import diagnostic_keys
 from core.analysis.stats import X_KEYS, metric_series, seed_band, table1
@@ -506,6 +507,33 @@ class Explorer:
     def close(self) -> None:
         self.studies.shutdown()
         self.jobs.shutdown()
+
+    # compare across experiments (the Compare tab, /compare) --------------------------------------
+    def _compare_records(self, experiments) -> dict[str, list[dict]]:
+        """The records of the chosen experiments (a name or a list), each checked to be on disk."""
+        chosen = [experiments] if isinstance(experiments, str) else list(experiments or [])
+        chosen = list(dict.fromkeys(name for name in chosen if name))
+        if not chosen:
+            raise ValueError("choose at least one experiment to compare")
+        on_disk = set(self.experiments())
+        for name in chosen:
+            validate_name(name, "experiment name")
+            if name not in on_disk:
+                raise ValueError(f"no experiment {name!r} under the runs folder")
+        return {name: experiment_records(self.root, name) for name in chosen}
+
+    def compare_keys(self, experiments) -> dict[str, list[str]]:
+        """What the chosen experiments' runs can be compared by: {"keys": config keys (variant,
+        experiment and non-embedding parameters first), "metrics": the metrics they logged}."""
+        records = self._compare_records(experiments)
+        return {"keys": config_keys(records), "metrics": metric_keys(records)}
+
+    def compare(self, experiments, x: str, colour: str = VARIANT, metric: str = VAL_LOSS) -> list[dict]:
+        """Final `metric` (the final val loss by default) of the finished runs of `experiments`
+        against config key `x`, one group per value of `colour`, seeds collapsed: rows of colour,
+        x, n, mean, std, min, max, seeds, runs, values (core.analysis.compare.compare_rows)."""
+        records = self._compare_records(experiments)
+        return clean(compare_rows(records, x, colour or VARIANT, metric or VAL_LOSS))
 
 
 def _series(metrics: list[dict], metric: str, x: str) -> tuple[list, list]:

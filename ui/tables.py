@@ -95,3 +95,18 @@ def study_estimate_text(estimate: dict) -> str:
     if estimate["seconds"] is None:
         return f"{runs} *Estimating the wall time: timing a few steps of each run shape; preview again.*"
     return f"{runs} Estimated wall time on this machine: {duration(estimate['seconds'])}"
+
+
+COMPARE_COLUMNS = ["colour", "x", "n", "mean", "std", "min", "max", "seeds", "runs"]
+
+
+def compare_table(rows: list[dict], colour: str = "colour", x: str = "x") -> pd.DataFrame:
+    """The Compare tab's numbers: one row per (colour, x), the columns named after the keys,
+    statistics to 4 decimals, the seeds and runs each row collapses."""
+    frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    for column in ("mean", "std", "min", "max"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").round(4)
+    for column in ("seeds", "runs"):
+        frame[column] = [", ".join(str(v) for v in values) for values in frame[column]]
+    frame["x"] = [str(v) for v in frame["x"]]  # numbers and categories in one column
+    return frame.rename(columns={"colour": colour, "x": x} if colour != x else {"x": x})
