@@ -4,6 +4,7 @@ Each public method validates its inputs and raises ValueError with one clear mes
 Gradio layer turns that into a UI message. Everything that touches runs/ goes through core.
 """
 
+import hashlib
 import json
 import math
 import re
@@ -184,6 +185,13 @@ def variant_labels(picked: list[str] | None, fields: dict[str, list]) -> list[st
     return labels
 
 
+def plan_key(cells: list) -> str:
+    """A short key of a grid: its runs' names and full configs (an override that changes a run's
+    cost but not its name changes the key too)."""
+    text = json.dumps([[cell.name, cell.config.to_dict()] for cell in cells], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def failures(rows: list[dict], seen: list[str] | None) -> tuple[dict[str, str], list[str]]:
     """The failed runs of a status table: ({run: error} of those not in `seen`, to announce once;
     every failed run, the next `seen`). None for `seen` means the table was never read, so no
@@ -307,9 +315,17 @@ class Explorer:
     def plan(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
              lr: float | None = None, data: str | None = None, overrides=None) -> list[dict]:
         """Validate a launch and return the grid it would queue (nothing is written)."""
+        return self.planned(experiment, preset_name, variants, seeds, steps, lr, data, overrides)["runs"]
+
+    def planned(self, experiment: str, preset_name: str, variants: list[str], seeds,
+                steps: int | None = None, lr: float | None = None, data: str | None = None,
+                overrides=None) -> dict:
+        """The grid a launch would queue, {"runs": rows, "plan": its key}: the key is what
+        estimate() returns with an estimate, so a view shows an estimate only under its own grid."""
         cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
-        return [{"run": c.name, "variant": c.label, "seed": c.seed, "steps": c.config.train.steps,
+        rows = [{"run": c.name, "variant": c.label, "seed": c.seed, "steps": c.config.train.steps,
                  "lr": c.config.train.lr, "preset": preset_name} for c in cells]
+        return {"runs": rows, "plan": plan_key(cells)}
 
     def _cells(self, experiment, preset_name, variants, seeds, steps, lr, data, overrides):
         validate_name(str(experiment or ""), "experiment name")
@@ -341,8 +357,8 @@ class Explorer:
         shape (in the background: `pending` counts runs whose shape is still being timed).
 
         Keys: runs, concurrent, pending, seconds (None while pending), step_s per variant, errors,
-        waiting (True when timing waits for the running jobs to finish). Tokenizing a corpus for
-        the first time is not included."""
+        waiting (True when timing waits for the running jobs to finish), plan (the key of the grid
+        estimated, as planned() gives it). Tokenizing a corpus for the first time is not included."""
         cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
         total, pending, step_s, errors = 0.0, 0, {}, []
         idle = not self.jobs.active()
@@ -360,7 +376,7 @@ class Explorer:
         seconds = None if pending else total / concurrent
         return clean({"runs": len(cells), "concurrent": concurrent, "pending": pending, "seconds": seconds,
                        "step_s": step_s, "errors": sorted(set(errors)),
-                       "waiting": bool(pending) and not idle})
+                       "waiting": bool(pending) and not idle, "plan": plan_key(cells)})
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
                lr: float | None = None, data: str | None = None, overrides=None,

@@ -54,8 +54,17 @@ def health_note(rows: list[dict]) -> str:
     return "\n".join(f"- **{kind}**: {EXPLANATIONS[kind]}" for kind in kinds)
 
 
-def estimate_text(estimate: dict) -> str:
-    """The Launch tab's line on how long the grid will take here."""
+RECOMPUTING = "*Recomputing the wall-time estimate for the grid above...*"
+
+
+def estimate_text(estimate: dict, shown_plan: str | None) -> str:
+    """The Launch tab's line on how long the grid will take here, shown only under the grid it was
+    computed for: when `shown_plan` (the key of the grid listed above the line) is not the
+    estimate's plan, the line says it is being recomputed; with no grid shown, it is empty."""
+    if shown_plan is None:
+        return ""
+    if estimate.get("plan") != shown_plan:
+        return RECOMPUTING
     if estimate["errors"]:
         return "**Cannot estimate the wall time:** " + "; ".join(estimate["errors"])
     if estimate["seconds"] is None and estimate.get("waiting"):
