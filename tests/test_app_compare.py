@@ -65,6 +65,9 @@ def test_compare_figure_bands_on_log_lr_and_error_bars_for_categories(study):
     threshold = explorer.compare(names, "model.ffn_options.ffn_threshold")
     bars = compare_figure(threshold, "model.ffn_options.ffn_threshold", "variant", "val/loss")
     assert bars.layout.xaxis.type is None and list(bars.data[-1].error_y.array) == [threshold[0]["std"]]
+    one_lr = explorer.compare(names[:1], "train.lr")  # one point per colour: a band would have no width
+    bars = compare_figure(one_lr, "train.lr", "variant", "val/loss")
+    assert [list(t.error_y.array) for t in bars.data if t.name] == [[r["std"]] for r in one_lr]
     empty = compare_figure([], "train.lr", "variant", "val/loss")
     assert "no finished run" in empty.layout.annotations[0].text
 

@@ -57,9 +57,9 @@ def _rows_band(rows: list[dict]) -> Band:
     return band_from_json({k: [r[k] for r in rows] for k in ("x", "mean", "std", "min", "max", "n")})
 
 
-def _run_dots(name: str, rows: list[dict], color: str) -> go.Scatter:
+def _run_dots(name: str, rows: list[dict], color: str, numeric: bool) -> go.Scatter:
     """Each run's own value, faint, under its group's mean (hover: the run)."""
-    xs = [str(r["x"]) if isinstance(r["x"], str) else r["x"] for r in rows for _ in r["values"]]
+    xs = [r["x"] if numeric else str(r["x"]) for r in rows for _ in r["values"]]
     return go.Scatter(x=xs, y=[v for r in rows for v in r["values"]], mode="markers", legendgroup=name,
                       showlegend=False, marker=dict(color=rgba(color, 0.45), size=6),
                       text=[run for r in rows for run in r["runs"]],
@@ -68,17 +68,19 @@ def _run_dots(name: str, rows: list[dict], color: str) -> go.Scatter:
 
 def compare_figure(rows: list[dict], x: str, colour: str, metric: str) -> go.Figure:
     """Explorer.compare's rows: the final `metric` against config key `x`, one colour per value of
-    `colour`, mean over seeds with a ± std band (error bars when x is not a number) and each run
-    as a faint dot; log x for an lr or a size."""
+    `colour`, mean over seeds with a ± std band (error bars where x is not a number or a colour has
+    one point: a band there would have no width) and each run as a faint dot; log x for an lr or
+    a size."""
     fig = go.Figure()
     numeric = all(sort_key(r["x"])[0] == 0 for r in rows)
     for i, shade in enumerate(dict.fromkeys(r["colour"] for r in rows)):
         mine, color = [r for r in rows if r["colour"] == shade], variant_color(i)
-        fig.add_trace(_run_dots(shade, mine, color))
-        if numeric:
+        fig.add_trace(_run_dots(shade, mine, color, numeric))
+        if numeric and len(mine) > 1:
             fig.add_traces(band_traces(shade, _rows_band(mine), color))
-        else:  # categories have no in-between: a band across them would mean nothing
-            fig.add_trace(go.Scatter(x=[str(r["x"]) for r in mine], y=[r["mean"] for r in mine], name=shade,
+        else:  # categories have no in-between, one point no width: bars, not a band
+            xs = [r["x"] if numeric else str(r["x"]) for r in mine]
+            fig.add_trace(go.Scatter(x=xs, y=[r["mean"] for r in mine], name=shade,
                                      mode="markers", marker=dict(color=color, size=10), legendgroup=shade,
                                      error_y=dict(array=[r["std"] for r in mine], color=color)))
     y_title = "final val loss" if metric == VAL_LOSS else f"last {metric}"

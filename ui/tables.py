@@ -71,8 +71,8 @@ def estimate_text(estimate: dict, shown_plan: str | None) -> str:
         return ("*The wall time will be estimated once the running runs finish (timing steps beside "
                 "them would slow them down).*")
     if estimate["seconds"] is None:
-        return (f"*Estimating the wall time on this machine: timing a few steps of "
-                f"{estimate['pending']} run shape(s)...*")
+        return (f"*Estimating the wall time of these {estimate['runs']} run(s) on this machine: timing a "
+                f"few steps of each new run shape ({estimate['pending']} run(s) to go)...*")
     per_step = ", ".join(f"{label} {seconds:.3g} s" for label, seconds in estimate["step_s"].items())
     at_once = "one at a time" if estimate["concurrent"] == 1 else f"{estimate['concurrent']} at a time"
     return (f"**Estimated wall time on this machine: {duration(estimate['seconds'])}** for "
