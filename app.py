@@ -15,6 +15,7 @@ from core.sharing.hub import pull_at_start
 from ui.api import register_api
 from ui.service import Explorer, Limits
 from ui.settings import app_settings
+from ui.tabs.compare import compare_tab
 from ui.tabs.curves import curves_tab
 from ui.tabs.diagnostics import diagnostics_tab
 from ui.tabs.inspect import inspect_tab
@@ -40,6 +41,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         diagnostics = diagnostics_tab(explorer, default, followed)
         inspect = inspect_tab(explorer, followed)
         studies = studies_tab(explorer)
+        compare = compare_tab(explorer, default)
         register_api(explorer)
         pickers = [curves.experiment, results.experiment, diagnostics.experiment]
 
@@ -48,7 +50,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
             return (*[gr.update(choices=choices, value=experiment)] * len(pickers), experiment)
 
         launch.launched.success(follow, launch.experiment, [*pickers, followed], **PRIVATE)
-        for tab in (overview, launch, curves, results, inspect, studies):
+        for tab in (overview, launch, curves, results, inspect, studies, compare):
             app.load(tab.on_load.fn, tab.on_load.inputs, tab.on_load.outputs, **PRIVATE)
     return app
 

@@ -70,8 +70,10 @@ def walk(page, url: str, root: Path, shots: Path, steps: int = 30) -> dict:
     steps_box = page.get_by_label("Steps", exact=True)
     steps_box.fill(str(steps))
     steps_box.press("Tab")
-    page.wait_for_function("document.body.innerText.includes('Estimated wall time')", timeout=90_000)
-    seen["estimate"] = page.locator("text=Estimated wall time").first.inner_text()
+    # the estimate of the 2-run grid listed (the default form's 6-run one must not be what is shown)
+    page.wait_for_function("/Estimated wall time.* for 2 run\\(s\\)/.test(document.body.innerText)",
+                           timeout=90_000)
+    seen["estimate"] = page.evaluate("document.body.innerText.match(/Estimated wall time[^\\n]*/)[0]")
     page.screenshot(path=str(shots / "tab-launch.png"), full_page=True)
     page.get_by_role("button", name="Launch", exact=True).click()
     page.wait_for_function("document.body.innerText.includes('queued 2 run(s)')", timeout=30_000)

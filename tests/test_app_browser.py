@@ -35,7 +35,7 @@ def test_first_hour_journey(micro_experiment, tmp_path):
     assert "5.646 vs 5.660" in seen["overview_text"] and "demo" in seen["overview_text"]
     assert "swiglu" in seen["overview_table"] and "dual" in seen["overview_table"]
     # the launch showed its estimate first, and Curves followed the new experiment live, then final
-    assert re.search(r"Estimated wall time on this machine: \d+ (s|min)", seen["estimate"])
+    assert re.search(r"Estimated wall time on this machine: \d+ (s|min).* for 2 run\(s\)", seen["estimate"])
     assert seen["curves_experiment"] == journey.EXPERIMENT
     assert seen["curves_live_traces"] >= 3 and seen["curves_final_traces"] >= 6
     # Results: the new experiment's rows, numbers rounded for reading

@@ -3,7 +3,7 @@
 import pytest
 
 from core.health import EXPLANATIONS
-from ui.tables import duration, estimate_text, health_note, results_table, runs_table
+from ui.tables import RECOMPUTING, duration, estimate_text, health_note, results_table, runs_table
 
 
 @pytest.mark.parametrize("seconds, text", [(None, ""), (4.4, "4 s"), (59.6, "1 min 00 s"),
@@ -45,8 +45,20 @@ def test_health_note_explains_the_alarms_shown():
 
 
 def test_estimate_text_says_when_it_is_still_measuring():
-    pending = {"runs": 2, "concurrent": 1, "pending": 2, "seconds": None, "step_s": {}, "errors": []}
-    assert "Estimating" in estimate_text(pending)
+    pending = {"runs": 2, "concurrent": 1, "pending": 2, "seconds": None, "step_s": {}, "errors": [],
+               "plan": "two"}
+    assert "Estimating" in estimate_text(pending, "two")
     done = {**pending, "pending": 0, "seconds": 130.0, "step_s": {"swiglu": 0.0425, "dual": 0.0494}}
-    assert "Estimated wall time on this machine: 2 min 10 s" in estimate_text(done)
-    assert "Cannot estimate" in estimate_text({**pending, "errors": ["dual: no CUDA"]})
+    assert "Estimated wall time on this machine: 2 min 10 s" in estimate_text(done, "two")
+    assert "Cannot estimate" in estimate_text({**pending, "errors": ["dual: no CUDA"]}, "two")
+
+
+def test_an_estimate_is_never_shown_under_another_grid():
+    """README's screenshot read "7 min 41 s for 6 run(s)" under a grid of 2: an estimate computed
+    for another plan says it is being recomputed instead."""
+    six = {"runs": 6, "concurrent": 1, "pending": 0, "seconds": 461.0, "step_s": {"swiglu": 0.1},
+           "errors": [], "plan": "six-runs"}
+    assert estimate_text(six, "two-runs") == RECOMPUTING
+    assert estimate_text({**six, "errors": ["dual: no CUDA"]}, "two-runs") == RECOMPUTING
+    assert estimate_text(six, None) == ""  # no grid listed (the form cannot launch): no line
+    assert "7 min 41 s** for 6 run(s)" in estimate_text(six, "six-runs")

@@ -1,6 +1,6 @@
 """The app's stable JSON endpoints for gradio_client: /launch /estimate /status /cancel /curves
-/results /inspect /variants /studies /study /study_launch, numbers at full precision (the tabs
-round for reading)."""
+/results /inspect /compare /variants /studies /study /study_launch, numbers at full precision
+(the tabs round for reading)."""
 
 import gradio as gr
 
@@ -11,7 +11,9 @@ from ui.widgets import friendly
 
 def register_api(explorer: Explorer) -> None:
     """Register every endpoint in the current Blocks; each is named after its function."""
-    for fn in (*_job_endpoints(explorer), *_view_endpoints(explorer), *_study_endpoints(explorer)):
+    endpoints = (*_job_endpoints(explorer), *_view_endpoints(explorer), _compare_endpoint(explorer),
+                 *_study_endpoints(explorer))
+    for fn in endpoints:
         _endpoint(friendly(fn), fn.__name__)
 
     def ffn_variants() -> list[dict]:
@@ -86,3 +88,15 @@ def _study_endpoints(explorer: Explorer) -> tuple:
         return clean({"study": chosen.name, **explorer.studies.launch(chosen)})
 
     return studies, study, study_launch
+
+
+def _compare_endpoint(explorer: Explorer):
+    """compare: the finished runs of several experiments, a final metric against one config key
+    per value of another, seeds collapsed (rows of colour, x, n, mean, std, min, max, seeds, runs,
+    values)."""
+
+    def compare(experiments: list[str], x: str, colour: str = "variant",
+                metric: str = VAL_LOSS) -> list[dict]:
+        return explorer.compare(experiments, x, colour, metric)
+
+    return compare

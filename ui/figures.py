@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.analysis.band_plot import band_traces, rgba, variant_color
+from core.analysis.compare import log_x, sort_key
 from core.analysis.stats import Band
+from core.metrics import VAL_LOSS
 
 
 def curves_figure(bands: dict[str, Band], metric: str, x: str = "step", spread: str = "std",
@@ -49,6 +51,49 @@ def json_curves_figure(data: dict[str, dict], metric: str, x: str = "step", spre
     bands = {name: band_from_json(d) for name, d in data.items()}
     per_seed = {name: d["seeds"] for name, d in data.items()} if seeds else None
     return curves_figure(bands, metric, x, spread, per_seed, log_y)
+
+def _rows_band(rows: list[dict]) -> Band:
+    """The Band of one colour's rows of Explorer.compare (None back to NaN)."""
+    return band_from_json({k: [r[k] for r in rows] for k in ("x", "mean", "std", "min", "max", "n")})
+
+
+def _run_dots(name: str, rows: list[dict], color: str, numeric: bool) -> go.Scatter:
+    """Each run's own value, faint, under its group's mean (hover: the run)."""
+    xs = [r["x"] if numeric else str(r["x"]) for r in rows for _ in r["values"]]
+    return go.Scatter(x=xs, y=[v for r in rows for v in r["values"]], mode="markers", legendgroup=name,
+                      showlegend=False, marker=dict(color=rgba(color, 0.45), size=6),
+                      text=[run for r in rows for run in r["runs"]],
+                      hovertemplate="%{text}: %{y:.4f}<extra></extra>")
+
+
+def compare_figure(rows: list[dict], x: str, colour: str, metric: str) -> go.Figure:
+    """Explorer.compare's rows: the final `metric` against config key `x`, one colour per value of
+    `colour`, mean over seeds with a ± std band (error bars where x is not a number or a colour has
+    one point: a band there would have no width) and each run as a faint dot; log x for an lr or
+    a size."""
+    fig = go.Figure()
+    numeric = all(sort_key(r["x"])[0] == 0 for r in rows)
+    for i, shade in enumerate(dict.fromkeys(r["colour"] for r in rows)):
+        mine, color = [r for r in rows if r["colour"] == shade], variant_color(i)
+        fig.add_trace(_run_dots(shade, mine, color, numeric))
+        if numeric and len(mine) > 1:
+            fig.add_traces(band_traces(shade, _rows_band(mine), color))
+        else:  # categories have no in-between, one point no width: bars, not a band
+            xs = [r["x"] if numeric else str(r["x"]) for r in mine]
+            fig.add_trace(go.Scatter(x=xs, y=[r["mean"] for r in mine], name=shade,
+                                     mode="markers", marker=dict(color=color, size=10), legendgroup=shade,
+                                     error_y=dict(array=[r["std"] for r in mine], color=color)))
+    y_title = "final val loss" if metric == VAL_LOSS else f"last {metric}"
+    fig.update_layout(xaxis_title=x, yaxis_title=f"{y_title} (mean ± std over seeds)",
+                      legend_title_text=colour, template="plotly_white", height=420,
+                      margin=dict(l=50, r=20, t=30, b=40))
+    if log_x(x, [r["x"] for r in rows]):
+        fig.update_xaxes(type="log")
+    if not rows:
+        fig.add_annotation(text="no finished run of these experiments has this key", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
 
 def token_loss_figure(series: dict[str, tuple[list[str], list[float | None]]]) -> go.Figure:
     """Per-token next-token loss of one or two runs on the same text."""

@@ -4,6 +4,7 @@ Each public method validates its inputs and raises ValueError with one clear mes
 Gradio layer turns that into a UI message. Everything that touches runs/ goes through core.
 """
 
+import hashlib
 import json
 import math
 import re
@@ -16,6 +17,7 @@ import pandas as pd
 
 from core import variants
 from core.analysis.atlas import atlas_view
+from core.analysis.compare import VARIANT, compare_rows, config_keys, metric_keys
 from core.analysis.inspection import inspect_text
 from core.analysis.report import diagnostic_keys
 from core.analysis.stats import X_KEYS, metric_series, seed_band, table1
@@ -183,6 +185,13 @@ def variant_labels(picked: list[str] | None, fields: dict[str, list]) -> list[st
     return labels
 
 
+def plan_key(cells: list) -> str:
+    """A short key of a grid: its runs' names and full configs (an override that changes a run's
+    cost but not its name changes the key too)."""
+    text = json.dumps([[cell.name, cell.config.to_dict()] for cell in cells], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def failures(rows: list[dict], seen: list[str] | None) -> tuple[dict[str, str], list[str]]:
     """The failed runs of a status table: ({run: error} of those not in `seen`, to announce once;
     every failed run, the next `seen`). None for `seen` means the table was never read, so no
@@ -306,9 +315,17 @@ class Explorer:
     def plan(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
              lr: float | None = None, data: str | None = None, overrides=None) -> list[dict]:
         """Validate a launch and return the grid it would queue (nothing is written)."""
+        return self.planned(experiment, preset_name, variants, seeds, steps, lr, data, overrides)["runs"]
+
+    def planned(self, experiment: str, preset_name: str, variants: list[str], seeds,
+                steps: int | None = None, lr: float | None = None, data: str | None = None,
+                overrides=None) -> dict:
+        """The grid a launch would queue, {"runs": rows, "plan": its key}: the key is what
+        estimate() returns with an estimate, so a view shows an estimate only under its own grid."""
         cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
-        return [{"run": c.name, "variant": c.label, "seed": c.seed, "steps": c.config.train.steps,
+        rows = [{"run": c.name, "variant": c.label, "seed": c.seed, "steps": c.config.train.steps,
                  "lr": c.config.train.lr, "preset": preset_name} for c in cells]
+        return {"runs": rows, "plan": plan_key(cells)}
 
     def _cells(self, experiment, preset_name, variants, seeds, steps, lr, data, overrides):
         validate_name(str(experiment or ""), "experiment name")
@@ -340,8 +357,8 @@ class Explorer:
         shape (in the background: `pending` counts runs whose shape is still being timed).
 
         Keys: runs, concurrent, pending, seconds (None while pending), step_s per variant, errors,
-        waiting (True when timing waits for the running jobs to finish). Tokenizing a corpus for
-        the first time is not included."""
+        waiting (True when timing waits for the running jobs to finish), plan (the key of the grid
+        estimated, as planned() gives it). Tokenizing a corpus for the first time is not included."""
         cells, _ = self._cells(experiment, preset_name, variants, seeds, steps, lr, data, overrides)
         total, pending, step_s, errors = 0.0, 0, {}, []
         idle = not self.jobs.active()
@@ -359,7 +376,7 @@ class Explorer:
         seconds = None if pending else total / concurrent
         return clean({"runs": len(cells), "concurrent": concurrent, "pending": pending, "seconds": seconds,
                        "step_s": step_s, "errors": sorted(set(errors)),
-                       "waiting": bool(pending) and not idle})
+                       "waiting": bool(pending) and not idle, "plan": plan_key(cells)})
 
     def launch(self, experiment: str, preset_name: str, variants: list[str], seeds, steps: int | None = None,
                lr: float | None = None, data: str | None = None, overrides=None,
@@ -506,6 +523,33 @@ class Explorer:
     def close(self) -> None:
         self.studies.shutdown()
         self.jobs.shutdown()
+
+    # compare across experiments (the Compare tab, /compare) --------------------------------------
+    def _compare_records(self, experiments) -> dict[str, list[dict]]:
+        """The records of the chosen experiments (a name or a list), each checked to be on disk."""
+        chosen = [experiments] if isinstance(experiments, str) else list(experiments or [])
+        chosen = list(dict.fromkeys(name for name in chosen if name))
+        if not chosen:
+            raise ValueError("choose at least one experiment to compare")
+        on_disk = set(self.experiments())
+        for name in chosen:
+            validate_name(name, "experiment name")
+            if name not in on_disk:
+                raise ValueError(f"no experiment {name!r} under the runs folder")
+        return {name: experiment_records(self.root, name) for name in chosen}
+
+    def compare_keys(self, experiments) -> dict[str, list[str]]:
+        """What the chosen experiments' runs can be compared by: {"keys": config keys (variant,
+        experiment and non-embedding parameters first), "metrics": the metrics they logged}."""
+        records = self._compare_records(experiments)
+        return {"keys": config_keys(records), "metrics": metric_keys(records)}
+
+    def compare(self, experiments, x: str, colour: str = VARIANT, metric: str = VAL_LOSS) -> list[dict]:
+        """Final `metric` (the final val loss by default) of the finished runs of `experiments`
+        against config key `x`, one group per value of `colour`, seeds collapsed: rows of colour,
+        x, n, mean, std, min, max, seeds, runs, values (core.analysis.compare.compare_rows)."""
+        records = self._compare_records(experiments)
+        return clean(compare_rows(records, x, colour or VARIANT, metric or VAL_LOSS))
 
 
 def _series(metrics: list[dict], metric: str, x: str) -> tuple[list, list]:

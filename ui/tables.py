@@ -54,16 +54,25 @@ def health_note(rows: list[dict]) -> str:
     return "\n".join(f"- **{kind}**: {EXPLANATIONS[kind]}" for kind in kinds)
 
 
-def estimate_text(estimate: dict) -> str:
-    """The Launch tab's line on how long the grid will take here."""
+RECOMPUTING = "*Recomputing the wall-time estimate for the grid above...*"
+
+
+def estimate_text(estimate: dict, shown_plan: str | None) -> str:
+    """The Launch tab's line on how long the grid will take here, shown only under the grid it was
+    computed for: when `shown_plan` (the key of the grid listed above the line) is not the
+    estimate's plan, the line says it is being recomputed; with no grid shown, it is empty."""
+    if shown_plan is None:
+        return ""
+    if estimate.get("plan") != shown_plan:
+        return RECOMPUTING
     if estimate["errors"]:
         return "**Cannot estimate the wall time:** " + "; ".join(estimate["errors"])
     if estimate["seconds"] is None and estimate.get("waiting"):
         return ("*The wall time will be estimated once the running runs finish (timing steps beside "
                 "them would slow them down).*")
     if estimate["seconds"] is None:
-        return (f"*Estimating the wall time on this machine: timing a few steps of "
-                f"{estimate['pending']} run shape(s)...*")
+        return (f"*Estimating the wall time of these {estimate['runs']} run(s) on this machine: timing a "
+                f"few steps of each new run shape ({estimate['pending']} run(s) to go)...*")
     per_step = ", ".join(f"{label} {seconds:.3g} s" for label, seconds in estimate["step_s"].items())
     at_once = "one at a time" if estimate["concurrent"] == 1 else f"{estimate['concurrent']} at a time"
     return (f"**Estimated wall time on this machine: {duration(estimate['seconds'])}** for "
@@ -95,3 +104,18 @@ def study_estimate_text(estimate: dict) -> str:
     if estimate["seconds"] is None:
         return f"{runs} *Estimating the wall time: timing a few steps of each run shape; preview again.*"
     return f"{runs} Estimated wall time on this machine: {duration(estimate['seconds'])}"
+
+
+COMPARE_COLUMNS = ["colour", "x", "n", "mean", "std", "min", "max", "seeds", "runs"]
+
+
+def compare_table(rows: list[dict], colour: str = "colour", x: str = "x") -> pd.DataFrame:
+    """The Compare tab's numbers: one row per (colour, x), the columns named after the keys,
+    statistics to 4 decimals, the seeds and runs each row collapses."""
+    frame = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    for column in ("mean", "std", "min", "max"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").round(4)
+    for column in ("seeds", "runs"):
+        frame[column] = [", ".join(str(v) for v in values) for values in frame[column]]
+    frame["x"] = [str(v) for v in frame["x"]]  # numbers and categories in one column
+    return frame.rename(columns={"colour": colour, "x": x} if colour != x else {"x": x})

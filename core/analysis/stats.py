@@ -228,13 +228,19 @@ def _summary_float(summary: dict, key: str) -> float:
     return _as_float(summary.get(key)) if summary else math.nan
 
 
+def final_loss(run: dict) -> float:
+    """A run's final val loss: its summary's, else its last logged val loss (NaN when none)."""
+    loss = _summary_float(run.get("summary") or {}, "final_val_loss")
+    if not math.isfinite(loss):
+        last = final_value(run.get("metrics") or [], VAL_LOSS)
+        loss = math.nan if last is None else last
+    return loss
+
+
 def _run_numbers(run: dict) -> dict:
     """Final val loss, peak memory, throughput and parameter count of one run (NaN/None if absent)."""
     summary, metrics = run.get("summary") or {}, run.get("metrics") or []
-    loss = _summary_float(summary, "final_val_loss")
-    if not math.isfinite(loss):
-        last = final_value(metrics, VAL_LOSS)
-        loss = math.nan if last is None else last
+    loss = final_loss(run)
     mem = _summary_float(summary, "peak_mem_gb")
     if not math.isfinite(mem):
         mem = _finite_reduce(metric_series(metrics, "mem/peak_gb")[1], np.max)
@@ -253,7 +259,7 @@ def _finite_reduce(values: np.ndarray, fn) -> float:
     return float(fn(values)) if len(values) else math.nan
 
 
-def _is_final(run: dict) -> bool:
+def is_final(run: dict) -> bool:
     """A run counts once it finished, or when no status is known, or its summary has the final loss."""
     status = run.get("status")
     has_final = math.isfinite(_summary_float(run.get("summary") or {}, "final_val_loss"))
@@ -321,7 +327,7 @@ def table1(runs: list[dict], baseline: str | None = None) -> pd.DataFrame:
     order, baseline = _variant_order(runs, baseline)
     numbers: dict[str, list[dict]] = {v: [] for v in order}
     for run in runs:
-        if _is_final(run):
+        if is_final(run):
             numbers[str(run["variant"])].append(_run_numbers(run))
     base = numbers[baseline] if baseline is not None else None
     rows = [_variant_row(v, numbers[v], None if v == baseline else base) for v in order]

@@ -51,6 +51,7 @@ class _Views:
     """What the tab shows and the buttons under the form."""
 
     grid: gr.Dataframe
+    shown: gr.State  # the key of the grid listed (Explorer.planned): the estimate line's own grid
     estimate: gr.Markdown
     launch: gr.Button
     message: gr.Markdown
@@ -141,6 +142,7 @@ def executor_fields(explorer: Explorer) -> list[gr.components.Component]:
 def _views() -> _Views:
     """The grid to queue, its estimate, the Launch button, the live runs and cancel."""
     grid = gr.Dataframe(label="Grid to queue", interactive=False)
+    shown = gr.State(None)
     estimate = gr.Markdown()
     with gr.Row():
         launch = gr.Button("Launch", variant="primary")
@@ -150,16 +152,20 @@ def _views() -> _Views:
     with gr.Row():
         cancel_run = gr.Dropdown([], label="Run to cancel", allow_custom_value=True)
         cancel = gr.Button("Cancel run", variant="stop")
-    return _Views(grid, estimate, launch, message, runs, seen, cancel_run, cancel)
+    return _Views(grid, shown, estimate, launch, message, runs, seen, cancel_run, cancel)
 
 
 def _wire(explorer: Explorer, plan: _Plan, where: list, views: _Views) -> LaunchTab:
     """The tab's events; `where` is [mirrors, executor, *cluster resources]."""
     calls = _Callbacks(explorer, {name: len(fields) for name, fields in plan.forms.items()})
-    inputs, previewed = plan.inputs, [views.grid, views.message]
+    inputs, previewed = plan.inputs, [views.grid, views.message, views.shown, views.estimate]
     watched = [views.runs, views.cancel_run, views.seen]
+    # The grid and its estimate line are written together by preview() on every change; the timer
+    # only fills in an estimate still being measured. One queue for both, in order, so a tick sent
+    # before a change can never land after it.
+    in_order = {"concurrency_id": "launch-plan", "concurrency_limit": 1}
     for component in inputs:
-        component.change(calls.preview, inputs, previewed, show_progress="hidden", **PRIVATE)
+        component.change(calls.preview, inputs, previewed, show_progress="hidden", **in_order, **PRIVATE)
     launched = views.launch.click(friendly(calls.queue_grid), [*inputs, *where], views.message, **PRIVATE)
     launched.then(calls.refresh, [plan.experiment, views.seen], watched, **PRIVATE)
     plan.experiment.change(lambda: None, None, views.seen, **PRIVATE)  # a new experiment: no failure seen
@@ -168,7 +174,8 @@ def _wire(explorer: Explorer, plan: _Plan, where: list, views: _Views) -> Launch
     plan.preset.change(lambda name: preset(name).train.steps, plan.preset, plan.steps, **PRIVATE)
     gr.Timer(2.0).tick(calls.refresh, [plan.experiment, views.seen], watched, show_progress="hidden",
                        **PRIVATE)
-    gr.Timer(2.0).tick(calls.estimate_line, inputs, views.estimate, show_progress="hidden", **PRIVATE)
+    gr.Timer(2.0).tick(calls.estimate_line, [views.shown, *inputs], views.estimate, show_progress="hidden",
+                       **in_order, **PRIVATE)
     return LaunchTab(plan.experiment, launched, OnLoad(calls.preview, inputs, previewed))
 
 
@@ -190,11 +197,14 @@ class _Callbacks:
         return experiment, preset_name, labels, seeds, steps, lr, data, overrides
 
     def preview(self, *values):
-        """The grid the fields describe, or why it cannot launch."""
+        """The grid the fields describe with its key and estimate line (computed from the same
+        values, so the line always describes the runs listed), or why it cannot launch."""
         try:
-            return pd.DataFrame(self.explorer.plan(*self._plan(values))), ""
+            planned = self.explorer.planned(*self._plan(values))
         except ValueError as error:
-            return pd.DataFrame(), f"**Cannot launch:** {error}"
+            return pd.DataFrame(), f"**Cannot launch:** {error}", None, ""
+        line = self.estimate_line(planned["plan"], *values)
+        return pd.DataFrame(planned["runs"]), "", planned["plan"], line
 
     def queue_grid(self, *values) -> str:
         """Queue the grid; `values` end with the mirrors, the executor and its resources."""
@@ -205,10 +215,11 @@ class _Callbacks:
                                       resources=resources)
         return f"{result['message']}: {', '.join(result['queued']) or 'nothing new'}"
 
-    def estimate_line(self, *values) -> str:
-        """The grid's estimated wall time here."""
+    def estimate_line(self, shown: str | None, *values) -> str:
+        """The estimated wall time here of the grid the fields describe, shown only when that grid
+        is the one listed (key `shown`); else the line says it is being recomputed."""
         try:
-            return estimate_text(self.explorer.estimate(*self._plan(values)))
+            return estimate_text(self.explorer.estimate(*self._plan(values)), shown)
         except ValueError:
             return ""  # the grid preview already says why it cannot launch
 
