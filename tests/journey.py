@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from core.runs import Run
+from core.studies.manifest import read_manifest
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -130,3 +131,58 @@ def fail_a_run(page, root: Path, shots: Path) -> dict:
     page.wait_for_timeout(4500)  # two more ticks of the live table: no second toast
     return {"toasts": toasts, "toasts_later": [t.inner_text() for t in page.locator(".toast-body").all()],
             "table": page.evaluate(TABLE_TEXT)}
+
+
+STUDY = "journey-study"
+# Names of the traces drawn in the visible tab's plots (a plot's data lives on its element).
+TRACE_NAMES = ("Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p => p.offsetParent)"
+               ".flatMap(p => (p.data || []).map(t => t.name || ''))")
+
+
+def copy_study_runs(source: Path, root: Path, prefix: str) -> None:
+    """The shipped runs of experiments `prefix`* without their weights: what a study's figures read."""
+    for experiment in sorted(source.glob(f"{prefix}*")):
+        for run in (r for r in experiment.iterdir() if r.is_dir()):
+            target = root / experiment.name / run.name
+            target.mkdir(parents=True)
+            for name in ("config.json", "status.json", "summary.json", "metrics.jsonl"):
+                if (run / name).exists():
+                    (target / name).write_bytes((run / name).read_bytes())
+
+
+def wait_for_study(root: Path, name: str, state: str, timeout_s: float = 600) -> None:
+    """Block until study `name`'s driver reaches `state` on disk."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if (read_manifest(root, name) or {}).get("driver", {}).get("state") == state:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"study {name} did not reach {state}")
+
+
+def studies(page, root: Path, shots: Path, steps: int = 10) -> dict:
+    """Open Studies (the shipped cpu-scaling trend is drawn with no click), compose and launch a
+    micro study (2 variants x 2 lrs x 2 seeds, each variant at its best lr), watch it finish and
+    read its lr curve; returns what each step showed."""
+    seen = {}
+    open_tab(page, "Studies")
+    page.wait_for_function(f"({TRACE_NAMES}).some(n => n.startsWith('dual - swiglu'))", timeout=60_000)
+    seen["trend_traces"] = page.evaluate(TRACE_NAMES)
+    seen["trend_text"] = visible_text(page, ".prose")
+    page.screenshot(path=str(shots / "tab-studies.png"), full_page=True)
+    page.get_by_text("Compose and launch a study").click()
+    page.get_by_label("Study name").fill(STUDY)
+    page.get_by_label("Steps per run").fill(str(steps))
+    page.get_by_label("Seeds").fill("0 1")
+    page.get_by_role("button", name="Preview").click()
+    page.wait_for_function("/6 runs\\./.test(document.body.innerText)", timeout=30_000)
+    seen["preview"] = page.evaluate("document.body.innerText.match(/6 runs\\.[^\\n]*/)[0]")
+    page.get_by_role("button", name="Launch this study", exact=True).click()
+    page.wait_for_function(f"document.body.innerText.includes('Study {STUDY} launched')", timeout=30_000)
+    wait_for_study(root, STUDY, "completed")
+    page.wait_for_function(f"({TRACE_NAMES}).filter(n => n.endsWith(': selected lr')).length == 2 && "
+                           "document.body.innerText.includes('Phase: done')", timeout=60_000)
+    seen["study_traces"] = page.evaluate(TRACE_NAMES)
+    seen["study_text"] = visible_text(page, ".prose")
+    page.screenshot(path=str(shots / "study-launched.png"), full_page=True)
+    return seen

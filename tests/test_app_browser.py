@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests import journey
-from tests.app_server import running_app
+from tests.app_server import REPO, running_app
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(journey.CHROMIUM).exists(), reason="needs Debian's chromium")
@@ -52,3 +52,30 @@ def test_first_hour_journey(micro_experiment, tmp_path):
     for name in ("tab-overview", "tab-launch", "tab-curves", "tab-results", "tab-diagnostics", "tab-inspect",
                  "failed-run"):
         assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_studies_journey(tmp_path):
+    """The shipped cpu-scaling trend with its intervals, then a micro study composed, launched and
+    watched to the end in the browser, its lr curve with bands and each selected lr starred."""
+    runs = tmp_path / "runs"
+    journey.copy_study_runs(REPO / "runs", runs, "cpu-scaling")
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with running_app(runs) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=journey.CHROMIUM, headless=True,
+                                    args=journey.BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(url)
+            seen = journey.studies(page, runs, shots)
+        finally:
+            page.screenshot(path=str(shots / "last.png"), full_page=True)
+            browser.close()
+    assert "dual - swiglu" in seen["trend_traces"] and "Phase:" in seen["trend_text"]
+    assert re.search(r"6 runs\. (Estimated wall time on this machine|Estimating the wall time)",
+                     seen["preview"])
+    assert sum(n.endswith(": selected lr") for n in seen["study_traces"]) == 2
+    assert {"swiglu", "dual"} <= set(seen["study_traces"])
+    assert "done" in seen["study_text"]
+    assert (shots / "tab-studies.png").stat().st_size > 10_000
