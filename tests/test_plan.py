@@ -119,7 +119,8 @@ def test_plan_cli_prints_every_stage_for_the_paper_structure():
     result = run_cli("core.train", *PAPER_STRUCTURE, "--plan", timeout=300)
     assert result.returncode == 0, result.stderr
     stages = ("train micro-step", "eval micro-batch", "interference probe", "knock-out", "checkpoint copy")
-    for line in ("micro-batch       4 x 2 accumulation (set)", "tokens per step   512 (8 x 64)", *stages):
+    for line in ("micro-batch       4 x 2 accumulation (set)", "tokens per step   512 (8 x 64)",
+                 "native bf16 matrix products)", *stages):
         assert line in result.stdout, result.stdout
     assert "USDT" not in result.stderr  # the profiler's start/stop lines are silenced
 

@@ -31,6 +31,7 @@ from core.training.compile_check import require_compiled_gradients
 from core.training.data import Batches, load_tokens, val_batches
 from core.training.diagnostics import RoutingProbe, interference_probe, knockout_losses
 from core.training.plan import PROBE_ROWS, micro_batch_candidates, resolve_micro_batch
+from core.training.precision import precision_record, resolve_dtype
 from core.training.signals import PREEMPT, RunPreempted
 
 
@@ -73,9 +74,11 @@ def resolve_device(config: RunConfig, world: Dist) -> torch.device:
 
 
 def autocast_context(config: RunConfig, device: torch.device):
-    """bf16 autocast on CUDA (or when asked); fp32 on CPU, where bf16 matmuls are ~100x slower."""
-    dtype = config.train.dtype
-    if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
+    """bf16 autocast where the run trains in bf16 (``train.dtype`` resolved by
+    core.training.precision: asked, or ``auto`` on CUDA and on CPUs with native bf16 products);
+    none otherwise (fp32: a CPU without native bf16 emulates its products, several times
+    slower than fp32)."""
+    if resolve_dtype(config.train.dtype, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -381,8 +384,10 @@ class Trainer:
 
 def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1,
                micro_batch: int | None = None) -> dict:
-    """What config.json holds (core.jobs.launch.run_record), with the running torch's version."""
-    return launch.run_record(config, str(device), world_size, micro_batch, torch.__version__)
+    """What config.json holds (core.jobs.launch.run_record), with the running torch's version
+    and the precision the run trains in on `device`."""
+    precision = precision_record(config.train.dtype, device)
+    return launch.run_record(config, str(device), world_size, micro_batch, torch.__version__, precision)
 
 
 def _failure_message(error: BaseException) -> str:
