@@ -143,3 +143,16 @@ def test_a_run_that_cannot_fit_fails_before_tokenisation(tmp_path):
     plan_out = run_cli("core.train", "--preset", "micro", "--plan", "--set", "grad_accum=0",
                        "--set", "memory_budget_gb=1e-6", timeout=120)
     assert plan_out.returncode == 2 and "lower train.seq_len" in plan_out.stderr
+
+
+@pytest.mark.parametrize("micro_batch", [1, 4])
+def test_no_stage_peaks_above_the_training_micro_step(micro_batch):
+    """#27: a diagnostic never sets the micro-batch. The interference probe ran the unfused split
+    on every layer at once with two weight copies (about 1.9x a train micro-step at `paper`);
+    it now runs layer by layer, checkpointed, with one copy. Measured on `micro` (where the
+    FFN's activations dominate, the hardest case) at the micro-batch the stages share."""
+    config, model = _micro("dual")
+    peaks = plan.stage_peaks(model, config, torch.device("cpu"), micro_batch)
+    assert "interference probe" in peaks and "knock-out" in peaks
+    train = peaks.pop("train micro-step")
+    assert all(peak <= train for peak in peaks.values()), (train, peaks)
