@@ -32,6 +32,7 @@ from core.jobs.launch import MALLOC_ENV  # noqa: E402
 from core.model import build_model, model_flops_per_token  # noqa: E402
 from core.sharing.export import qwen2_config_dict  # noqa: E402
 from core.training.plan import matmul_peak, measure_peak  # noqa: E402
+from core.training.precision import resolve_dtype  # noqa: E402
 
 CANDIDATES = {
     "swiglu": ["ffn=swiglu"],
@@ -96,8 +97,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def uses_bf16(args, device: torch.device) -> bool:
+    """What the trainer would run: ``train.dtype`` (from --set, default auto) resolved on this
+    device (core.training.precision), on every device; --fp32 forces fp32."""
+    dtype = apply_overrides(preset(args.preset), args.set).train.dtype
+    return not args.fp32 and resolve_dtype(dtype, device) == "bf16"
+
+
 def time_candidates(args, device: torch.device) -> dict:
-    bf16 = device.type == "cuda" and not args.fp32
+    bf16 = uses_bf16(args, device)
     prepared, memory = {}, {}
     for name in args.candidates:
         base = _cuda_reset(device)
@@ -167,7 +175,7 @@ def peak_memory(args, name: str, device: torch.device) -> dict:
     """CUDA: max allocated over a few steps. CPU: the candidate's own process's peak RSS, and
     the peak of live tensor bytes during one step (like CUDA's max allocated: deterministic,
     where RSS varies by a few percent between identical processes)."""
-    bf16 = device.type == "cuda" and not args.fp32
+    bf16 = uses_bf16(args, device)
     config, model, forward = build(name, args.preset, device, args.set)
     batch = args.batch or default_micro_batch(config)
     ids = torch.randint(0, config.model.vocab_size, (batch, config.train.seq_len + 1), device=device)
@@ -244,7 +252,7 @@ def parse_args(argv=None):
                    help="micro-batch (default: preset batch / grad_accum, or 16 where that is auto)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast, whatever train.dtype resolves to")
     p.add_argument("--malloc", choices=["both", "default", "malloc_tuned"], default="both")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", default=None, help="output file (default bench/results/...)")
@@ -269,7 +277,7 @@ def main(argv=None) -> int:
     print_table(result, "swiglu")
     meta = {"preset": args.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"cpu x{torch.get_num_threads()}", "torch": torch.__version__, "compile": args.compile,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+            "bf16": uses_bf16(args, device), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     out = Path(args.json or REPO / "bench" / "results" / f"train_step-{device.type}-{args.preset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": result}, indent=2))

@@ -118,7 +118,8 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints (and at the end)
     seed: int = 0  # fixes init and data order
     device: str = "auto"  # auto / cpu / cuda / cuda:N
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) / fp32 / bf16
+    dtype: str = "auto"  # auto / fp32 / bf16; auto = bf16 autocast on CUDA and on CPUs with
+    # native bf16 products (AVX512-BF16, AMX, arm64 BF16), fp32 on other CPUs (they emulate bf16)
     compile: bool = False  # torch.compile the model (checked against eager gradients first)
     diagnostics: bool = True  # interference probe at evals and knock-out losses at the end (dual)
 

@@ -133,7 +133,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         row_scale = valid.to(acc) / valid.sum().clamp(min=1)
         loss = torch.zeros((), device=h.device, dtype=acc)
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
+        # a frozen output matrix (the interference probe's passes) needs no [vocab, d] gradient
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
         probs = torch.empty(min(chunk, h.shape[0]), w.shape[0], device=h.device, dtype=acc)
         for start in range(0, h.shape[0], chunk):
             rows = slice(start, start + chunk)
@@ -144,7 +147,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss = loss + chunk_loss
             grad_logits, scale = grad_logits.to(dtype), scale.to(dtype)  # once for both products
             grad_h[rows] = (grad_logits @ w) * scale
-            grad_w += (grad_logits.t() @ (h[rows] * scale)).to(acc)
+            if grad_w is not None:
+                grad_w += (grad_logits.t() @ (h[rows] * scale)).to(acc)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.hidden_shape, ctx.hidden_dtype, ctx.weight_dtype = hidden.shape, hidden.dtype, weight.dtype
         return loss
@@ -153,7 +157,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         grad_hidden = (grad_h * grad_loss.to(grad_h.dtype)).view(ctx.hidden_shape).to(ctx.hidden_dtype)
-        return grad_hidden, (grad_w * grad_loss).to(ctx.weight_dtype), None, None, None
+        grad_weight = None if grad_w is None else (grad_w * grad_loss).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None
 
 
 def _ce_chunk(logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, buffer: torch.Tensor):

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from core.ffns import dual
 from core.model import build_model
 from core.training import diagnostics as D
-from tests.conftest import tiny_model_config
+from tests.conftest import BF16_TOLERANCE, bf16_autocast, tiny_model_config
 
 SHARED = {"all": ["gate", "up", "down"], "updown": ["up", "down"], "none": []}
 
@@ -315,3 +316,92 @@ def test_diagnostics_under_bf16_autocast():
         "interference/L0/cosine"], abs=0.05)
     losses = D.knockout_losses(model, [(x, y)], "cpu", autocast)
     assert losses["mix"] == pytest.approx(D.knockout_losses(model, [(x, y)], "cpu")["mix"], abs=0.05)
+
+
+def _close_in_bf16(values: dict[str, float], reference: dict[str, float]) -> list[str]:
+    """Keys whose value is off by more than BF16_TOLERANCE of max(|reference|, 1): metrics
+    here are shares, cosines and entropies of order 1, losses a few units."""
+    assert values.keys() == reference.keys() and values
+    return [key for key, ref in reference.items()
+            if not abs(values[key] - ref) <= BF16_TOLERANCE * max(abs(ref), 1.0)]
+
+
+@pytest.mark.parametrize("kind", ["jumprelu", "cats"])
+def test_evaluation_and_probes_in_bf16_match_float64(kind):
+    """Evaluation (val loss and routing, threshold and sparsity metrics), the interference probe
+    and the knock-out losses of a dual model under CPU bf16 autocast, against the same model
+    in float64. Units on the threshold's edge may flip either way, so unit counts (dead,
+    always-on) are left out: they are integers over 64 units, not rounding-sized."""
+    from core.config import RunConfig, TrainConfig
+    from core.training.trainer import evaluate
+
+    model = build_model(tiny_model_config(ffn="dual", ffn_threshold=kind))
+    with torch.no_grad():  # logits of order 1 (at init they are ~0 and every loss is log(vocab))
+        for p in model.parameters():
+            p.mul_(4.0 if p.ndim == 2 else 1.0)
+        for _, ffn in D.probed_layers(model):
+            ffn.router.proj.weight.normal_(std=0.5)
+    reference = copy.deepcopy(model).double()
+    x, y = _batch(4, 16)
+    bf16, fp32 = (RunConfig(model=model.config, train=TrainConfig(dtype=d, seq_len=16))
+                  for d in ("bf16", "fp32"))
+    cpu = torch.device("cpu")
+    ours, theirs = evaluate(model, [(x, y)], bf16, cpu), evaluate(reference, [(x, y)], fp32, cpu)
+    unit_counts = ("dead_frac", "always_on_frac")
+    ours = {k: v for k, v in ours.items() if not k.endswith(unit_counts)}
+    assert not _close_in_bf16(ours, {k: v for k, v in theirs.items() if k in ours})
+    probe = D.interference_probe(model, x, y, "cpu", bf16_autocast)
+    assert not _close_in_bf16(probe, D.interference_probe(reference, x, y, "cpu"))
+    knockout = D.knockout_losses(model, [(x, y)], "cpu", bf16_autocast)
+    assert not _close_in_bf16(knockout, D.knockout_losses(reference, [(x, y)], "cpu"))
+
+
+def _whole_batch_split(model, x, y) -> dict[int, dict]:
+    """The probe as it was before #27, the reference: every layer on its split in one forward
+    and backward, each shared matrix as two fresh copies (no checkpointing, no frozen head)."""
+    from core.ffns.base import patched_forwards
+
+    layers = dict(D.split_layers(model))
+    copies = {i: {m: [getattr(ffn, f"{m}_proj").weight.detach().clone().requires_grad_() for _ in "ds"]
+                  for m in ("gate", "up", "down")} for i, ffn in layers.items()}
+
+    def split_forward(ffn, w):
+        def forward(h, return_stats=False):
+            _, aux, c_d, c_s = ffn.mix_weights(h)
+            dense = F.silu(F.linear(h, w["gate"][0])) * F.linear(h, w["up"][0])
+            sparse = ffn.activation(F.linear(h, w["gate"][1])) * F.linear(h, w["up"][1])
+            return F.linear(c_d * dense, w["down"][0]) + F.linear(c_s * sparse, w["down"][1]), aux, {}
+        return forward
+
+    with patched_forwards(list(layers.values()), [split_forward(f, copies[i]) for i, f in layers.items()]):
+        loss = model(x, y, return_logits=False).loss
+    leaves = [w for i in layers for m in ("gate", "up", "down") for w in copies[i][m]]
+    grads = iter(torch.autograd.grad(loss, leaves))
+    out = {}
+    for i in layers:
+        pairs = {m: (next(grads), next(grads)) for m in ("gate", "up", "down")}
+        out[i] = {"shared": ["gate", "up", "down"], "dense": {m: g[0] for m, g in pairs.items()},
+                  "sparse": {m: g[1] for m, g in pairs.items()}}
+    return out
+
+
+@pytest.mark.parametrize("kind", ["jumprelu", "cats"])
+def test_the_layer_by_layer_probe_equals_the_whole_batch_split(kind):
+    """Layer by layer, checkpointed, one weight copy and a frozen head (#27: memory at or below
+    a training step's) against the one-pass split it replaced, in float64: only the order of
+    floating-point sums differs, hence 1e-9."""
+    model = _model(ffn_threshold=kind).double()
+    with torch.no_grad():
+        for _, ffn in D.probed_layers(model):
+            ffn.router.proj.weight.normal_(std=0.5)
+    x, y = _batch()
+    reference = _whole_batch_split(model, x, y)
+    ours = D.split_gradients(model, x, y, "cpu")
+    assert ours.keys() == reference.keys() == {0, 1}
+    for i in ours:
+        for part in ("dense", "sparse"):
+            for m, grad in reference[i][part].items():
+                torch.testing.assert_close(ours[i][part][m], grad, rtol=1e-9, atol=1e-12)
+        expected = D.interference_summary(reference[i])
+        assert D.interference_summary(ours[i]) == pytest.approx(expected, rel=1e-9, nan_ok=True)
+    assert all(p.requires_grad for p in model.parameters())  # the frozen head is thawed

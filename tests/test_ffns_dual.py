@@ -1,11 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 import core.ffns.thresholds as ffn_module
 from core.ffns.thresholds import KINDS as FFN_THRESHOLDS
 from core.ffns.thresholds import threshold_activation
 from core.variants import hidden_size as ffn_hidden_size
-from tests.conftest import build_ffn, tiny_model_config
+from tests.conftest import BF16_TOLERANCE, build_ffn, relative_error, tiny_model_config
 
 
 @pytest.mark.parametrize("kind", FFN_THRESHOLDS)
@@ -150,3 +151,29 @@ def test_fused_dual_path_equals_plain_formula(kind, mode, monkeypatch):
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("kind", FFN_THRESHOLDS)
+def test_fused_dual_activation_in_bf16_matches_float64(kind):
+    """The fused kernel on bf16 g, u (what the projections give under CPU autocast; c_d, c_s and
+    theta stay fp32) against the plain formula in float64 on the same values. u and the upstream
+    gradient are positive so theta's gradient, a sum over every active unit, has no cancelling
+    terms: its relative error is a rounding error, not a near-zero difference."""
+    torch.manual_seed(0)
+    g, u = torch.randn(48, 96).bfloat16(), torch.randn(48, 96).abs().bfloat16()
+    c_d, c_s, theta = torch.rand(48, 1), torch.rand(48, 1), torch.tensor(0.3)
+    upstream = torch.rand(48, 96)
+
+    def run(dtype, formula, cast):
+        leaves = [t.to(dtype if t.dtype == torch.bfloat16 else cast).clone().requires_grad_()
+                  for t in (g, u, c_d, c_s, theta)]
+        out = formula(*leaves)
+        (out.double() * upstream.double()).sum().backward()
+        return [out, *(leaf.grad for leaf in leaves)]
+
+    fused = run(torch.bfloat16, lambda *t: ffn_module.fused_mix(*t, kind, 0.5), torch.float32)
+    plain = run(torch.float64, lambda g, u, c_d, c_s, th: (c_d * F.silu(g) + c_s * threshold_activation(
+        kind, g, th, 0.5)) * u, torch.float64)
+    assert fused[0].dtype == fused[1].dtype == torch.bfloat16 and fused[5].dtype == torch.float32
+    for name, value, reference in zip(("out", "g", "u", "c_d", "c_s", "theta"), fused, plain):
+        assert relative_error(value, reference) < BF16_TOLERANCE, name

@@ -1,12 +1,14 @@
 
+import copy
+
 import pytest
 import torch
 
 from core import variants
 from core.config import apply_overrides, preset
 from core.ffns.thresholds import KINDS as FFN_THRESHOLDS
-from core.model import build_model, model_flops_per_token, parameter_counts
-from tests.conftest import tiny_model_config
+from core.model import build_model, fused_cross_entropy, model_flops_per_token, parameter_counts
+from tests.conftest import BF16_TOLERANCE, bf16_autocast, relative_error, tiny_model_config
 
 VARIANTS = [(name, None) for name in variants.names() if name != "dual"] + [
     ("dual", kind) for kind in FFN_THRESHOLDS]
@@ -201,3 +203,48 @@ def test_loss_without_gradient_only_sums_the_chunks(monkeypatch):
     with torch.no_grad():  # parameters that want gradients, but grad mode off: evaluation
         loss = fused_cross_entropy(hidden, weight.requires_grad_(), targets, chunk_tokens=5)
     torch.testing.assert_close(loss, reference)
+
+
+@pytest.mark.parametrize("chunk", [7, 64])  # 40 tokens: chunks of 7 (the last one short), or one
+def test_chunked_loss_in_bf16_matches_float64(chunk):
+    """The fused loss under CPU bf16 autocast (products in bf16, softmax and sums in fp32)
+    against the plain cross-entropy of the same fp32 inputs in float64."""
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(4, 10, 32), torch.randn(97, 32) * 0.2
+    targets = torch.randint(0, 97, (4, 10))
+    targets[0, :3] = -100
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    with bf16_autocast():
+        loss = fused_cross_entropy(h, w, targets, chunk)
+    loss.backward()
+    h64, w64 = hidden.double().requires_grad_(), weight.double().requires_grad_()
+    reference = torch.nn.functional.cross_entropy((h64 @ w64.t()).view(-1, 97), targets.view(-1))
+    reference.backward()
+    assert loss.dtype == torch.float32 and h.grad.dtype == w.grad.dtype == torch.float32
+    assert abs(loss.item() - reference.item()) < BF16_TOLERANCE * reference.item()
+    assert relative_error(h.grad, h64.grad) < BF16_TOLERANCE
+    assert relative_error(w.grad, w64.grad) < BF16_TOLERANCE
+
+
+def test_mixture_dispatch_in_bf16_matches_float64():
+    """A top-2 mixture layer under CPU bf16 autocast against its float64 copy: the router
+    (fp32 by design) picks the same experts, the experts run in bf16, their sum comes out in
+    bf16, and every gradient stays within bf16's rounding."""
+    torch.manual_seed(0)
+    layer = variants.module_class("moe")(tiny_model_config(ffn="moe", moe_experts=4, moe_top_k=2))
+    with torch.no_grad():
+        layer.router.proj.weight.normal_(std=0.5)  # tokens spread over the experts
+    reference = copy.deepcopy(layer).double()
+    x = torch.randn(3, 8, 32)
+    x16, x64 = x.clone().requires_grad_(), x.double().requires_grad_()
+    upstream = torch.randn(3, 8, 32)
+    with bf16_autocast():
+        y, aux, _ = layer(x16)
+    (y.float() * upstream).sum().add(aux).backward()
+    y64, aux64, _ = reference(x64)
+    (y64 * upstream.double()).sum().add(aux64).backward()
+    assert y.dtype == torch.bfloat16
+    assert len(set(layer.route(x.view(-1, 32))[3].flatten().tolist())) == 4  # every expert is used
+    assert relative_error(y, y64) < BF16_TOLERANCE and relative_error(x16.grad, x64.grad) < BF16_TOLERANCE
+    for (name, p), p64 in zip(layer.named_parameters(), reference.parameters()):
+        assert relative_error(p.grad, p64.grad) < BF16_TOLERANCE, name

@@ -119,7 +119,8 @@ def test_plan_cli_prints_every_stage_for_the_paper_structure():
     result = run_cli("core.train", *PAPER_STRUCTURE, "--plan", timeout=300)
     assert result.returncode == 0, result.stderr
     stages = ("train micro-step", "eval micro-batch", "interference probe", "knock-out", "checkpoint copy")
-    for line in ("micro-batch       4 x 2 accumulation (set)", "tokens per step   512 (8 x 64)", *stages):
+    for line in ("micro-batch       4 x 2 accumulation (set)", "tokens per step   512 (8 x 64)",
+                 "native bf16 matrix products)", *stages):
         assert line in result.stdout, result.stdout
     assert "USDT" not in result.stderr  # the profiler's start/stop lines are silenced
 
@@ -142,3 +143,16 @@ def test_a_run_that_cannot_fit_fails_before_tokenisation(tmp_path):
     plan_out = run_cli("core.train", "--preset", "micro", "--plan", "--set", "grad_accum=0",
                        "--set", "memory_budget_gb=1e-6", timeout=120)
     assert plan_out.returncode == 2 and "lower train.seq_len" in plan_out.stderr
+
+
+@pytest.mark.parametrize("micro_batch", [1, 4])
+def test_no_stage_peaks_above_the_training_micro_step(micro_batch):
+    """#27: a diagnostic never sets the micro-batch. The interference probe ran the unfused split
+    on every layer at once with two weight copies (about 1.9x a train micro-step at `paper`);
+    it now runs layer by layer, checkpointed, with one copy. Measured on `micro` (where the
+    FFN's activations dominate, the hardest case) at the micro-batch the stages share."""
+    config, model = _micro("dual")
+    peaks = plan.stage_peaks(model, config, torch.device("cpu"), micro_batch)
+    assert "interference probe" in peaks and "knock-out" in peaks
+    train = peaks.pop("train micro-step")
+    assert all(peak <= train for peak in peaks.values()), (train, peaks)

@@ -257,3 +257,32 @@ def test_bad_config_file_is_one_message_and_no_files(tmp_path, content, message)
     assert not (tmp_path / "runs").exists()
     both = run_cli("core.train", "--config", str(path), "--preset", "micro", "--runs-dir", runs)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_a_run_that_cannot_reach_its_tokenizer_fails_in_seconds_and_writes_nothing(tmp_path):
+    """#27: offline, `paper` on FineWeb used to measure memory for ~3 min before finding that
+    its Hub tokenizer cannot be fetched; every check that needs no compute now comes first."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EXPLORER_CACHE": str(tmp_path / "cache")}
+    started = time.monotonic()
+    result = run_cli("core.train", "--preset", "paper", "--data", "fineweb", "--steps", "1",
+                     "--runs-dir", str(tmp_path / "runs"), "--no-progress", env=env, timeout=120)
+    assert time.monotonic() - started < 10, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("error:") == 1
+    assert "tokenizer 'Qwen/Qwen2.5-0.5B' needs the Hugging Face Hub, but HF_HUB_OFFLINE" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_without_disk_for_its_checkpoints_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    from core.training import trainer
+
+    run = Run(tmp_path / "exp" / "r")  # not made yet: its nearest existing folder is asked
+    trainer.check_disk(run, 1000)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=23_999))
+    with pytest.raises(ValueError, match=r"has 0.00 GB free but the run's checkpoints need about 0.00 GB"):
+        trainer.check_disk(run, 1000)  # 1000 parameters x 24 B
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=24_000))
+    trainer.check_disk(run, 1000)

@@ -161,16 +161,17 @@ class DualPathFFN(FFN):
                             score_range=(low, SCORE_SPAN))
 
     def path_split(self) -> PathSplit:
-        """Each shared matrix as two leaf copies, one per path; with equal values the output is
-        the model's (``down(c_d*dense + c_s*sparse) = down(c_d*dense) + down(c_s*sparse)``), and
-        autograd delivers each path's share of the gradient."""
+        """Each shared matrix as two leaves, one per path: the dense path uses the parameter
+        itself, the sparse path a copy (one copy, not two: the probe's memory). With equal values
+        the output is the model's (``down(c_d*dense + c_s*sparse) = down(c_d*dense) +
+        down(c_s*sparse)``), and autograd delivers each path's share of the gradient."""
         dense_w, sparse_w, shared = {}, {}, []
         for name in PROJECTIONS:
             own = getattr(self, f"{name}_proj").weight
             separate = getattr(self, f"sparse_{name}_proj", None)
             if separate is None:
                 shared.append(name)
-                dense_w[name] = own.detach().clone().requires_grad_(True)
+                dense_w[name] = own
                 sparse_w[name] = own.detach().clone().requires_grad_(True)
             else:
                 dense_w[name], sparse_w[name] = own, separate.weight

@@ -26,6 +26,14 @@ from core.ffns.swiglu import SwiGLU
 from core.variants import register_ffn
 
 
+def _expert_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the experts' outputs come in: autocast's (bf16 products) where it is on, else
+    x's. Summing them in it keeps ``index_add`` from mixing dtypes (an error) without a cast."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 @register_ffn(SPEC)
 class MixtureOfExperts(FFN):
     def __init__(self, config):
@@ -54,7 +62,7 @@ class MixtureOfExperts(FFN):
     def forward(self, x: torch.Tensor, return_stats: bool = False):
         flat = x.reshape(-1, x.shape[-1])
         weights, aux, top_w, top_i = self.route(flat)
-        out = torch.zeros_like(flat)
+        out = flat.new_zeros(flat.shape, dtype=_expert_dtype(flat))
         for index, expert in enumerate(self.experts):
             token, slot = (top_i == index).nonzero(as_tuple=True)
             if token.numel():

@@ -82,9 +82,11 @@ def train_env(threads: int) -> dict[str, str]:
 
 
 def run_record(config: RunConfig, device: str, world_size: int = 1, micro_batch: int | None = None,
-               torch_version: str | None = None) -> dict:
-    """What config.json holds: the run config plus labels, the micro-batch in use and versions
-    (torch's from the installed package unless the trainer passes its own)."""
+               torch_version: str | None = None, precision: dict | None = None) -> dict:
+    """What config.json holds: the run config plus labels, the micro-batch and the precision in
+    use (None until the trainer knows them: the dtype ``auto`` resolved to and whether the CPU
+    has native bf16) and versions (torch's from the installed package unless the trainer passes
+    its own)."""
     if torch_version is None:
         try:
             torch_version = metadata.version("torch")
@@ -92,7 +94,7 @@ def run_record(config: RunConfig, device: str, world_size: int = 1, micro_batch:
             torch_version = "not installed"
     return {**config.to_dict(), "variant": variant_label(config.model), "seed": config.train.seed,
             "device": str(device), "world_size": world_size, "micro_batch": micro_batch,
-            "versions": {"torch": torch_version, "python": platform.python_version()}}
+            "precision": precision, "versions": {"torch": torch_version, "python": platform.python_version()}}
 
 
 # -- resources and the command of one node of a run -----------------------------------------------

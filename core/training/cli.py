@@ -21,6 +21,7 @@ from core.runs import Run, runs_root, validate_name
 from core.trackers import LOG_TO_HELP, parse_backends
 from core.training.compile_check import require_compiled_gradients
 from core.training.plan import format_plan, resolve_micro_batch, run_plan
+from core.training.precision import precision_record
 from core.training.signals import EXIT_PREEMPTED, RunPreempted, handle_stop_signals, ignore_file_size_signal
 from core.training.trainer import (
     Dist,
@@ -103,8 +104,8 @@ def print_plan(config: RunConfig) -> None:
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
     autocast = functools.partial(autocast_context, config, device)
-    bf16 = config.train.dtype == "bf16" or (config.train.dtype == "auto" and device.type == "cuda")
-    print(format_plan(run_plan(model, config, device, autocast, bf16)))
+    precision = precision_record(config.train.dtype, device)
+    print(format_plan(run_plan(model, config, device, autocast, precision)))
 
 
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:

@@ -395,9 +395,23 @@ def _bpe_tokenizer(corpus: _Corpus, vocab_size: int, progress: bool) -> tuple[To
     return tok, path
 
 
-def _hub_tokenizer(name: str, vocab_size: int) -> tuple[Tokenizer, Path]:
+def _hub_tokenizer_path(name: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    path = cache_dir() / "tokenizers" / f"hub-{safe}-{_key(name)[:8]}.json"
+    return cache_dir() / "tokenizers" / f"hub-{safe}-{_key(name)[:8]}.json"
+
+
+def check_data(data: DataConfig) -> None:
+    """What :func:`load_tokens` will need, checked without reading or tokenizing any text, so a
+    run that cannot start says so in seconds: the source is well-formed (a local path exists
+    and holds supported files) and a Hub tokenizer is cached or the Hub reachable. ValueError
+    (one message) otherwise."""
+    _Corpus(data, progress=False)  # its identity lists local files and parses Hub names
+    if data.tokenizer != "bpe" and not _hub_tokenizer_path(data.tokenizer).exists():
+        check_hub_reachable(f"tokenizer {data.tokenizer!r}")
+
+
+def _hub_tokenizer(name: str, vocab_size: int) -> tuple[Tokenizer, Path]:
+    path = _hub_tokenizer_path(name)
     if path.exists():  # cached earlier: usable offline
         CACHE_STATS["tokenizer_hits"] += 1
         tok = Tokenizer.from_file(str(path))

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from core.ffns.base import FFN, patched_forwards
 from core.metrics import layer_key, layer_keys
@@ -175,29 +176,58 @@ def threshold_grad_norms(model: nn.Module) -> dict[str, float]:
 def split_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
                     autocast: AutocastFactory = nullcontext) -> dict[int, dict]:
     """Per layer with a path split: {"dense": {m: grad}, "sparse": {m: grad}, "shared": [m],
-    "watched": {key: grad}}.
+    "watched": {key: grad}}; for every shared projection m, dense[m] + sparse[m] is its full
+    gradient of the training loss on (x, y). See :func:`layer_splits` (one layer at a time)."""
+    return dict(layer_splits(model, x, y, device, autocast))
 
-    One forward + backward of the training loss on (x, y); for every shared projection m,
-    dense[m] + sparse[m] is its full gradient. Uses ``torch.autograd.grad``, so no parameter's
-    ``.grad`` is touched.
-    """
-    splits = {i: ffn.path_split() for i, ffn in split_layers(model)}
-    splits = {i: split for i, split in splits.items() if split is not None}
+
+def layer_splits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
+                 autocast: AutocastFactory = nullcontext) -> Iterator[tuple[int, dict]]:
+    """(layer, its :func:`split_gradients` entry), one layer at a time: one forward + backward
+    each, with only that layer on its split (unfused, two weight copies) and the others as in
+    training. Splitting every layer in one pass held every layer's copies, their gradients and
+    the unfused activations at once: about twice a training micro-step's memory (#27). The
+    gradients are the same either way (the split forward computes the same function).
+    ``torch.autograd.grad`` is used, so no parameter's ``.grad`` is touched."""
     ffns = dict(ffn_layers(model))
-    watched = {i: ffns[i].watched_parameters() for i in splits}
-    with patched_forwards([ffns[i] for i in splits], [split[0] for split in splits.values()]), autocast():
-        loss = model(x.to(device), y.to(device), return_logits=False).loss
-    copies = [part[m] for split in splits.values() for part in split[1:3] for m in split[3]]
-    extra = [p for i in splits for p in watched[i].values()]
-    grads = iter(torch.autograd.grad(loss, copies + extra))
-    out = {}
-    for i, split in splits.items():
-        shared = split[3]
-        dense, sparse = ({m: next(grads) for m in shared} for _ in range(2))
-        out[i] = {"dense": dense, "sparse": sparse, "shared": shared}
-    for i in splits:
-        out[i]["watched"] = {key: next(grads) for key in watched[i]}
-    return out
+    x, y = x.to(device), y.to(device)
+    for i, ffn in split_layers(model):
+        split = ffn.path_split()
+        if split is None:
+            continue
+        forward, dense_w, sparse_w, shared = split
+        watched = ffn.watched_parameters()
+        with patched_forwards([ffns[i]], [_recomputed(forward)]), _frozen(model.lm_head.weight), autocast():
+            loss = model(x, y, return_logits=False).loss
+        grads = torch.autograd.grad(loss, [dense_w[m] for m in shared] + [sparse_w[m] for m in shared]
+                                    + list(watched.values()))
+        n = len(shared)
+        yield i, {"dense": dict(zip(shared, grads[:n])), "sparse": dict(zip(shared, grads[n:2 * n])),
+                  "shared": shared, "watched": dict(zip(watched, grads[2 * n:]))}
+
+
+def _recomputed(forward: Callable) -> Callable:
+    """`forward` under activation checkpointing: the split layer's unfused activations (several
+    [tokens, hidden] tensors where the fused training path keeps two) are recomputed in its
+    backward instead of held through the whole pass, so the peak stays at a training step's."""
+
+    def run(x: torch.Tensor, return_stats: bool = False):
+        return checkpoint(forward, x, return_stats, use_reentrant=False)
+
+    return run
+
+
+@contextmanager
+def _frozen(parameter: torch.Tensor) -> Iterator[None]:
+    """`parameter` needs no gradient within the block. The output matrix's: the loss would
+    otherwise build its [vocab, d] gradient in the forward (core.model), as large as the
+    split layer's weight copies and their gradients together at `paper`, and unused here."""
+    needed = parameter.requires_grad
+    parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        parameter.requires_grad_(needed)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -236,13 +266,15 @@ def interference_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devic
     """``interference/L{i}/...`` of every layer with two paths sharing projections, plus the
     |gradient| of its watched parameters on this batch, from one forward + backward.
 
-    Leaves every ``.grad``, the parameters and the RNG as they were. Cost: one training step's
-    forward and backward on (x, y); pass a few sequences (e.g. the first val batch's rows).
+    Leaves every ``.grad``, the parameters and the RNG as they were. Cost: one forward and
+    backward on (x, y) per split layer (:func:`layer_splits`), each summarised before the next,
+    so its memory stays at or below a training micro-step's on the same rows; pass a few
+    sequences (e.g. the first val batch's rows).
     """
     if not split_layers(model):
         return {}
     out = {}
-    for i, split in split_gradients(model, x, y, device, autocast).items():
+    for i, split in layer_splits(model, x, y, device, autocast):
         for name, value in interference_summary(split).items():
             out[layer_key("interference", i, name)] = value
         out.update(layer_keys(i, {k: g.detach().abs().float().item() for k, g in split["watched"].items()}))
@@ -314,5 +346,6 @@ def knockout_losses(model: nn.Module, batches: Iterable, device: torch.device | 
 
 
 __all__ = ["ffn_layers", "probed_layers", "split_layers", "routing_metrics",
-           "threshold_grad_norms", "RoutingProbe", "interference_probe", "split_gradients", "forced_route",
+           "threshold_grad_norms", "RoutingProbe", "interference_probe", "split_gradients", "layer_splits",
+           "forced_route",
            "knockout_names", "knockout_losses", "mean_val_loss", "interference_summary"]

@@ -277,8 +277,11 @@ def _sync(device: torch.device) -> None:
 
 
 def run_plan(model: CausalLM, config: RunConfig, device: torch.device,
-             autocast: AutocastFactory = nullcontext, bf16: bool = False) -> dict:
-    """Everything ``--plan`` prints, measured on `device` at the micro-batch the run would use."""
+             autocast: AutocastFactory = nullcontext, precision: dict | None = None) -> dict:
+    """Everything ``--plan`` prints, measured on `device` at the micro-batch the run would use.
+    `precision`: core.training.precision.precision_record of the run (default: fp32, as a
+    nullcontext `autocast` runs)."""
+    precision = precision or {"dtype": "fp32", "native_bf16_cpu": False}
     train = config.train
     if train.grad_accum:
         micro_batch = train.batch_size // train.grad_accum
@@ -291,13 +294,14 @@ def run_plan(model: CausalLM, config: RunConfig, device: torch.device,
     resident = weight_bytes(model) + optimizer_bytes(model)
     plan = {"preset": config.preset, "variant": variant_label(config.model), "device": str(device),
             "params": parameter_counts(model), "tokens_per_step": tokens, "batch_size": train.batch_size,
-            "seq_len": train.seq_len, "micro_batch": micro_batch,
+            "seq_len": train.seq_len, "micro_batch": micro_batch, "dtype": precision["dtype"],
+            "native_bf16_cpu": precision["native_bf16_cpu"],
             "grad_accum": train.batch_size // micro_batch, "auto": train.grad_accum == 0,
             "flops_per_step": flops, "weights_gb": weight_bytes(model) / 1e9,
             "optimizer_gb": optimizer_bytes(model) / 1e9, "free_gb": free_bytes(device) / 1e9,
             "stages_gb": {name: (resident + peak) / 1e9 for name, peak in peaks.items()}}
     if device.type == "cuda":
-        peak_flops = matmul_peak(device, bf16)
+        peak_flops = matmul_peak(device, precision["dtype"] == "bf16")
         plan.update(matmul_tflops=peak_flops / 1e12, step_s_at_peak=flops / peak_flops)
     return plan
 
@@ -312,6 +316,7 @@ def format_plan(plan: dict) -> str:
              f"(non-embedding {params['non_embedding'] / 1e6:.2f}M)",
              f"  tokens per step   {plan['tokens_per_step']:,} ({plan['batch_size']} x {plan['seq_len']})",
              f"  micro-batch       {plan['micro_batch']} x {plan['grad_accum']} accumulation ({how})",
+             f"  precision         {_precision_line(plan)}",
              f"  FLOPs per step    {plan['flops_per_step']:.3e} (forward + backward)",
              f"  resident          weights {plan['weights_gb']:.2f} GB + AdamW moments "
              f"{plan['optimizer_gb']:.2f} GB",
@@ -321,6 +326,15 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  step time         >= {plan['step_s_at_peak']:.3f} s at the measured matmul peak "
                      f"({plan['matmul_tflops']:.0f} TFLOP/s; 100% MFU)")
     return "\n".join(lines)
+
+
+def _precision_line(plan: dict) -> str:
+    """The dtype the run trains in, with why on a CPU (native bf16 products or not)."""
+    how = "bf16 autocast" if plan["dtype"] == "bf16" else "fp32"
+    if not plan["device"].startswith("cpu"):
+        return how
+    native = "has" if plan["native_bf16_cpu"] else "has no"
+    return f"{how} (this CPU {native} native bf16 matrix products)"
 
 
 __all__ = ["DoesNotFit", "measure_peak", "free_bytes", "memory_budget", "stage_peaks", "choose_micro_batch",

@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -28,9 +29,10 @@ from core.model import CausalLM, build_model, load_weights_state, parameter_coun
 from core.runs import Run
 from core.trackers import Mirror, RunInfo, parse_backends
 from core.training.compile_check import require_compiled_gradients
-from core.training.data import Batches, load_tokens, val_batches
+from core.training.data import Batches, check_data, load_tokens, val_batches
 from core.training.diagnostics import RoutingProbe, interference_probe, knockout_losses
 from core.training.plan import PROBE_ROWS, micro_batch_candidates, resolve_micro_batch
+from core.training.precision import precision_record, resolve_dtype
 from core.training.signals import PREEMPT, RunPreempted
 
 
@@ -73,9 +75,11 @@ def resolve_device(config: RunConfig, world: Dist) -> torch.device:
 
 
 def autocast_context(config: RunConfig, device: torch.device):
-    """bf16 autocast on CUDA (or when asked); fp32 on CPU, where bf16 matmuls are ~100x slower."""
-    dtype = config.train.dtype
-    if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
+    """bf16 autocast where the run trains in bf16 (``train.dtype`` resolved by
+    core.training.precision: asked, or ``auto`` on CUDA and on CPUs with native bf16 products);
+    none otherwise (fp32: a CPU without native bf16 emulates its products, several times
+    slower than fp32)."""
+    if resolve_dtype(config.train.dtype, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -181,10 +185,13 @@ class Trainer:
         if config.train.batch_size % world.world_size:
             raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by the "
                              f"{world.world_size} ranks")
+        check_data(config.data)  # seconds, before the minutes of measuring memory below
         if config.train.compile:  # before any data work: a broken compiler fails fast
             require_compiled_gradients(config.model, self.device)
         torch.manual_seed(config.train.seed)
         self.model = build_model(config.model).to(self.device)
+        if run is not None:  # like every check that needs no compute: before the memory plan
+            check_disk(run, parameter_counts(self.model)["total"])
         self.micro_batch = self._micro_batch(config.train.batch_size // world.world_size)
         self.grad_accum = config.train.batch_size // world.world_size // self.micro_batch
         self.tokens_data = self._load_tokens(progress)
@@ -381,14 +388,34 @@ class Trainer:
 
 def run_record(config: RunConfig, device: torch.device | str, world_size: int = 1,
                micro_batch: int | None = None) -> dict:
-    """What config.json holds (core.jobs.launch.run_record), with the running torch's version."""
-    return launch.run_record(config, str(device), world_size, micro_batch, torch.__version__)
+    """What config.json holds (core.jobs.launch.run_record), with the running torch's version
+    and the precision the run trains in on `device`."""
+    precision = precision_record(config.train.dtype, device)
+    return launch.run_record(config, str(device), world_size, micro_batch, torch.__version__, precision)
 
 
 def _failure_message(error: BaseException) -> str:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return f"disk full or file too large while writing ({error.strerror}): {error.filename or ''}"
     return f"{type(error).__name__}: {error}"
+
+
+# Free disk a run needs before it starts: two checkpoints of weights (4 B per parameter) and AdamW's
+# moments (8 B), the newest written beside the previous one before that is removed.
+CHECKPOINT_BYTES_PER_PARAM = 2 * (4 + 8)
+
+
+def check_disk(run: Run, params: int) -> None:
+    """ValueError when the disk under `run` has less free space than two checkpoints of a model
+    of `params` parameters need."""
+    folder = next((p for p in (run.path, *run.path.parents) if p.exists()), None)
+    if folder is None:
+        return
+    need = params * CHECKPOINT_BYTES_PER_PARAM
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise ValueError(f"{folder} has {free / 1e9:.2f} GB free but the run's checkpoints need about "
+                         f"{need / 1e9:.2f} GB; free some space or choose another --runs-dir")
 
 
 def prepare_run(run: Run, config: RunConfig, resume: bool) -> bool:
