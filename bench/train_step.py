@@ -2,6 +2,7 @@
 
     python bench/train_step.py --preset tiny                  # CPU, fp32
     python bench/train_step.py --preset paper --compile       # CUDA, bf16 autocast
+    python bench/train_step.py --preset tiny --dtypes fp32,bf16 --candidates swiglu dual-jumprelu hf-qwen2
 
 Candidates run interleaved (A B C ... A B C ...) in one process so machine noise hits all alike;
 medians of per-step times are reported with tokens/s, MFU against a matmul peak measured in the
@@ -209,16 +210,30 @@ def _forward_args(args) -> list[str]:
 
 
 def run_all(args, device: torch.device) -> dict:
+    """{label: rows}: one comparison per dtype of --dtypes (labels end in /fp32, /bf16) or, without
+    it, in the dtype train.dtype resolves to; on CPU each with both allocator settings."""
+    if not args.dtypes:
+        return _run_dtype(args, device, "")
+    result = {}
+    for dtype in args.dtypes:
+        settings = [*args.set, f"train.dtype={dtype}"]
+        chosen = argparse.Namespace(**{**vars(args), "set": settings, "fp32": False})
+        result.update(_run_dtype(chosen, device, f"/{dtype}"))
+    return result
+
+
+def _run_dtype(args, device: torch.device, suffix: str) -> dict:
     if device.type == "cuda":
-        return {"default": time_candidates(args, device)}
+        return {f"default{suffix}": time_candidates(args, device)}
     envs = {"default": {k: v for k, v in os.environ.items() if k not in MALLOC_ENV},
             "malloc_tuned": {**os.environ, **MALLOC_ENV}}
     envs = {k: v for k, v in envs.items() if args.malloc in ("both", k)}
     result = {}
     for label, env in envs.items():
-        result[label] = _child(args, ["--worker", "time"], env)
+        rows = _child(args, ["--worker", "time"], env)
         for name in args.candidates:
-            result[label][name].update(_child(args, ["--worker", "memory", "--only", name], env))
+            rows[name].update(_child(args, ["--worker", "memory", "--only", name], env))
+        result[f"{label}{suffix}"] = rows
     return result
 
 
@@ -253,6 +268,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast, whatever train.dtype resolves to")
+    p.add_argument("--dtypes", type=lambda text: text.split(","), default=[],
+                   help="compare in each dtype side by side, e.g. fp32,bf16 (each with its own matmul peak)")
     p.add_argument("--malloc", choices=["both", "default", "malloc_tuned"], default="both")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", default=None, help="output file (default bench/results/...)")

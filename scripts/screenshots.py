@@ -1,5 +1,6 @@
 """README's screenshots, taken along the first-hour journey of tests/journey.py (Playwright and
-Debian's Chromium): the shipped demo, then a 1-seed `micro` grid launched, followed and inspected.
+Debian's Chromium): the shipped demo, then a 1-seed `micro` grid launched, followed and inspected,
+then the Studies tab (the shipped `cpu-scaling` ladder, and a `micro` study composed and run).
 
     python scripts/screenshots.py [--runs-dir runs] [--out docs]
 
@@ -31,11 +32,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="explorer-shots-") as scratch:
         runs = Path(scratch) / "runs"
         shutil.copytree(Path(args.runs_dir) / "demo", runs / "demo")
+        journey.copy_study_runs(Path(args.runs_dir), runs, "cpu-scaling")  # the Studies tab's first view
         with running_app(runs) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=journey.CHROMIUM, headless=True,
                                         args=journey.BROWSER_ARGS)
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             journey.walk(page, url, runs, Path(scratch))
+            page.goto(url)
+            journey.studies(page, runs, Path(scratch))
             browser.close()
         for shot in Path(scratch).glob("tab-*.png"):
             shutil.copy(shot, out / shot.name)

@@ -257,8 +257,8 @@ def _does_not_fit_message(config: RunConfig, device: torch.device, stage: str, n
 
 def matmul_peak(device: torch.device, bf16: bool) -> float:
     """Best of several large matmuls, FLOP/s: the machine's achievable dense peak right now."""
-    n = 8192 if device.type == "cuda" else 1536
     dtype = torch.bfloat16 if bf16 else torch.float32
+    n = 8192 if device.type == "cuda" else _cpu_matmul_size(dtype)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(8 if device.type == "cuda" else 5):
@@ -269,6 +269,21 @@ def matmul_peak(device: torch.device, bf16: bool) -> float:
         _sync(device)
         best = min(best, (time.perf_counter() - start) / 4)
     return 2 * n**3 / best
+
+
+def _cpu_matmul_size(dtype: torch.dtype, largest: int = 1536) -> int:
+    """The side of the CPU peak's matrices: doubled from 256 while one product takes under 50 ms,
+    up to `largest`. A CPU without native bf16 multiplies bf16 ~100x slower than fp32: at 1536 its
+    peak alone would take minutes."""
+    n = 256
+    while n < largest:
+        a = torch.randn(n, n, dtype=dtype)
+        start = time.perf_counter()
+        a @ a
+        if time.perf_counter() - start > 0.05:
+            break
+        n = min(2 * n, largest)
+    return n
 
 
 def _sync(device: torch.device) -> None:
