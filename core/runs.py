@@ -365,6 +365,20 @@ def list_runs(root: str | Path | None, experiment: str) -> list[Run]:
     return [run for run in runs if run.exists()]
 
 
+def experiment_stamp(root: str | Path | None, experiment: str) -> tuple:
+    """What changes whenever a run of `experiment` is added, writes a status or summary, or logs a
+    metric line: (run, file, mtime_ns, size) of each; a cache of derived views keys on it."""
+    stamp = []
+    for run in list_runs(root, experiment):
+        for name in ("status.json", "summary.json", "metrics.jsonl"):
+            try:
+                info = run.file(name).stat()
+            except FileNotFoundError:
+                continue
+            stamp.append((run.name, name, info.st_mtime_ns, info.st_size))
+    return tuple(stamp)
+
+
 HUB_RECORD = ".hub.json"  # in an experiment folder: the Hub dataset repo it was pushed to or pulled from
 
 

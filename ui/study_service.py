@@ -6,16 +6,17 @@ queues each phase on the app's job manager once the phases before it have ended.
 """
 
 import math
+import threading
 from pathlib import Path
 
 from core import variants
 from core.analysis.stats import table1
 from core.jobs.estimate import StepTimes, run_seconds
 from core.jobs.manager import JobManager
-from core.runs import validate_name
+from core.runs import experiment_stamp, validate_name
 from core.studies.compose import MAX_RUNS, Form, from_text, save, study_text
 from core.studies.driver import StudyDriver
-from core.studies.manifest import manifest_study, manifests
+from core.studies.manifest import manifest_path, manifest_study, manifests, read_manifest, study_experiments
 from core.studies.plan import final_phases, first_phases, point_steps
 from core.studies.progress import progress, run_count
 from core.studies.report import delta_figure, diagnostics_figure, loss_figure, lr_figure, lr_losses
@@ -31,6 +32,22 @@ class Studies:
     def __init__(self, root: Path, jobs: JobManager, step_times: StepTimes, limits, start: bool = True):
         self.root, self.jobs, self.step_times, self.limits = root, jobs, step_times, limits
         self.driver = StudyDriver(root, self._submit, start=start)
+        self._cache: dict[tuple[str, str], tuple[tuple, object]] = {}  # (study, view) -> (stamp, value)
+        self._lock = threading.Lock()
+
+    def _cached(self, study: Study, what: str, compute):
+        """`compute()` for `study`, recomputed only when a file of its runs or its manifest changed
+        (a refresh of an unchanged study reads only file sizes and times)."""
+        stamp = (read_manifest(self.root, study.name), study.text,
+                 tuple(experiment_stamp(self.root, e) for e in study_experiments(self.root, study)))
+        with self._lock:
+            hit = self._cache.get((study.name, what))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            self._cache[(study.name, what)] = (stamp, value)
+        return value
 
     def _submit(self, experiment: str, cells: list, launch: dict) -> list[str]:
         executor = launch.get("executor", "local")
@@ -59,6 +76,9 @@ class Studies:
             return manifest_study(manifest)
         if name in builtin_names():
             return load_study(name)
+        saved = manifest_path(self.root, name).with_suffix(".toml")  # composed, not launched yet
+        if saved.is_file():
+            return load_study(saved)
         known = ", ".join(s["name"] for s in self.names())
         raise ValueError(f"unknown study {name!r}; choose one of {known}")
 
@@ -68,6 +88,9 @@ class Studies:
         trend (each variant at its selected lr), each with n, mean, std, delta to the baseline, both
         95% intervals, p and whether the lr is the selected one, plus its progress."""
         study = self.load(name)
+        return self._cached(study, "view", lambda: self._view(study))
+
+    def _view(self, study: Study) -> dict:
         trend = scaling_rows(study, self.root)
         return {"study": study.name, "description": study.description, "axis": study.axis or "lr",
                 "points": [p.name for p in study.points], "rows": self._lr_rows(study),
@@ -89,6 +112,9 @@ class Studies:
         and the diagnostics against it; without an axis, the loss against lr with the selected lr
         starred. None for a figure the study has no data for yet."""
         study = self.load(name)
+        return self._cached(study, "figures", lambda: self._figures(study))
+
+    def _figures(self, study: Study) -> dict:
         if not study.axis:
             best = best_lrs(study, study.points[0], self.root) if study.selects else {}
             losses = lr_losses(study, self.root)
@@ -106,7 +132,10 @@ class Studies:
         if chosen is None:
             points = ", ".join(p.name for p in study.points)
             raise ValueError(f"study {name} has no point {point!r}; its points: {points}")
-        records = point_records(study, chosen, self.root)
+        return self._cached(study, f"table {chosen.name}", lambda: self._table(study, chosen))
+
+    def _table(self, study: Study, point) -> list[dict]:
+        records = point_records(study, point, self.root)
         return table1(records).to_dict("records") if records else []
 
     # compose and launch ------------------------------------------------------------------------
