@@ -137,6 +137,16 @@ def _same_metrics(a: Run, b: Run, tol: float) -> None:
 GRID = ["--preset", "micro", "--ffn", "swiglu", "dual", "--seeds", "0", "1", "--steps", "20", "--no-progress"]
 
 
+def _unmeasured_cells(stdout: str) -> list[list[str]]:
+    """The Table 1 rows a sweep printed, without the measured cells (peak memory, tok/s) and the
+    parameter count: the fixed-width columns from "peak mem GB" up to "health"."""
+    lines = stdout.splitlines()
+    header = next(line for line in lines if line.startswith("variant"))
+    start, end = header.index("peak mem GB"), header.index("health")
+    rows = [line for line in lines if line.startswith(("swiglu", "dual"))]
+    return [row[:start].split() + row[end:].split() for row in rows]
+
+
 def test_a_slurm_grid_equals_the_local_grid(slurm_cluster, tmp_path):
     local = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "local"), *GRID,
                     "--parallel", str(os.cpu_count()))  # one thread per run, as on the cluster
@@ -144,10 +154,7 @@ def test_a_slurm_grid_equals_the_local_grid(slurm_cluster, tmp_path):
     slurm = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "slurm"), *GRID,
                     "--executor", "slurm", "--cpus-per-rank", "1", "--parallel", "2")
     assert slurm.returncode == 0, slurm.stderr[-2000:]
-    table = [line for line in slurm.stdout.splitlines() if line.startswith(("swiglu", "dual"))]
-    # every cell but the measured ones (peak memory, tok/s) and the parameter count
-    assert [line.split()[:-3] for line in table] == \
-        [line.split()[:-3] for line in local.stdout.splitlines() if line.startswith(("swiglu", "dual"))]
+    assert _unmeasured_cells(slurm.stdout) == _unmeasured_cells(local.stdout)
     for name in ("swiglu-s0", "swiglu-s1", "dual-s0", "dual-s1"):
         run = Run(tmp_path / "slurm" / "g" / name)
         status = run.read_status()
