@@ -269,7 +269,8 @@ class Explorer:
         self._watchers: dict[str, ExperimentWatcher] = {}
         self._lock = threading.Lock()
         self.step_times = StepTimes()
-        self.studies = Studies(self.root, self.jobs, self.step_times, self.limits, start=start_jobs)
+        self.studies = Studies(self.root, self.jobs, self.step_times, self.limits, start=start_jobs,
+                               check_cells=self.check_cells)
 
     # listings ------------------------------------------------------------------------------------
     def experiments(self) -> list[str]:
@@ -342,13 +343,18 @@ class Explorer:
         steps = _whole_steps(steps)
         extra = parse_overrides(overrides) + _lr_override(lr)
         cells = grid(preset_name, variants, seed_list, extra, steps, (data or None))
+        self.check_cells(preset_name, cells)
+        return cells, (steps, extra, seed_list, variants)
+
+    def check_cells(self, preset_name: str, cells: list) -> None:
+        """This app's caps on what each run of a grid or a study may be: its steps and, locked
+        (demo), nothing changed but the FFN and the optimisation settings."""
         cap = self.limits.max_steps
         if cap and any(c.config.train.steps > cap for c in cells):
             raise ValueError(f"at most {cap} steps per run here")
         if self.limits.locked:
             for cell in cells:
                 _check_locked(cell.config, preset(preset_name))
-        return cells, (steps, extra, seed_list, variants)
 
     def estimate(self, experiment: str, preset_name: str, variants: list[str], seeds,
                  steps: int | None = None, lr: float | None = None, data: str | None = None,

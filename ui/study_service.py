@@ -7,10 +7,10 @@ queues each phase on the app's job manager once the phases before it have ended.
 
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from core import variants
-from core.analysis.stats import table1
+from core.analysis.stats import band_over_x, table1
 from core.jobs.estimate import StepTimes, run_seconds
 from core.jobs.manager import JobManager
 from core.runs import experiment_stamp, validate_name
@@ -29,8 +29,10 @@ DEFAULT_STUDY = "cpu-scaling"  # drawn when the tab opens: the shipped trend wit
 class Studies:
     """List, show, compose and launch studies under one runs root."""
 
-    def __init__(self, root: Path, jobs: JobManager, step_times: StepTimes, limits, start: bool = True):
+    def __init__(self, root: Path, jobs: JobManager, step_times: StepTimes, limits, start: bool = True,
+                 check_cells: Callable[[str, list], None] | None = None):
         self.root, self.jobs, self.step_times, self.limits = root, jobs, step_times, limits
+        self.check_cells = check_cells  # the app's caps on each run (ui.service.Explorer.check_cells)
         self.driver = StudyDriver(root, self._submit, start=start)
         self._cache: dict[tuple[str, str], tuple[tuple, object]] = {}  # (study, view) -> (stamp, value)
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class Studies:
             found[name] = (found.get(name, ("ran here",))[0], manifest)
         out = []
         for name, (source, manifest) in found.items():
-            study = self.load(name)
+            study = manifest_study(manifest) if manifest and "text" in manifest else load_study(name)
             out.append({"name": name, "source": source, "description": study.description,
                         "state": ((manifest or {}).get("driver") or {}).get("state", ""),
                         "runs": run_count(study)[0]})
@@ -101,9 +103,7 @@ class Studies:
         for point in study.points:
             best = best_lrs(study, point, self.root) if study.selects else {}
             for variant, by_lr in lr_losses(study, self.root, point).items():
-                for lr, losses in sorted(by_lr.items()):
-                    rows.append({"point": point.name, "variant": variant, "lr": lr, **_spread(losses),
-                                 "selected": best.get(variant) == lr})
+                rows += _lr_band_rows(point.name, variant, by_lr, best.get(variant))
         return rows
 
     def figures(self, name: str) -> dict:
@@ -161,6 +161,8 @@ class Studies:
         cap = limits.max_queue or MAX_RUNS
         if most > cap:
             raise ValueError(f"the study trains up to {most:,} runs; at most {cap:,} may be launched here")
+        if self.check_cells is not None:
+            self.check_cells(study.preset, _estimate_cells(study))
 
     def estimate(self, study: Study) -> dict:
         """Run count and expected wall time here (None while step times are being measured)."""
@@ -178,6 +180,7 @@ class Studies:
 
     def launch(self, study: Study) -> dict:
         """Save a composed study's file, then start driving it; returns its progress."""
+        self._check_caps(study)  # every launch: a built-in by name too
         if study.name not in builtin_names():
             save(study)
         self.driver.drive(study, executor="local")
@@ -200,11 +203,18 @@ def _estimate_cells(study: Study) -> list:
     return cells
 
 
-def _spread(losses: list[float]) -> dict:
-    finite = [v for v in losses if math.isfinite(v)]
-    mean = sum(finite) / len(finite) if finite else math.nan
-    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else math.nan
-    return {"n": len(finite), "mean": mean, "std": std}
+def _lr_band_rows(point: str, variant: str, by_lr: dict[float, list[float]],
+                  best: float | None) -> list[dict]:
+    """One row per lr: n, mean and sample std (NaN below 2 seeds) of the variant's final losses."""
+    lrs = sorted(by_lr)
+    band = band_over_x(lrs, [by_lr[lr] for lr in lrs])
+    rows = []
+    for i, lr in enumerate(lrs):
+        n = int(band.n[i])
+        std = float(band.std[i]) if n > 1 else math.nan
+        rows.append({"point": point, "variant": variant, "lr": lr, "n": n, "mean": float(band.mean[i]),
+                     "std": std, "selected": best == lr})
+    return rows
 
 
 def _trend_rows(rows: list[dict]) -> list[dict]:
@@ -215,7 +225,7 @@ def _trend_rows(rows: list[dict]) -> list[dict]:
             out.append({"point": row["rung"], "x": row["x"], "variant": variant,
                         "lr": row["lrs"].get(variant), "selected": True, "n": v["seeds"],
                         "mean": v["val_loss"], "std": v["std"],
-                        "delta": v["delta"] if variant != variants.BASELINE else 0.0,
+                        "delta": v["delta"],
                         "ci_low": v["ci_low"], "ci_high": v["ci_high"], "boot_low": v["boot_low"],
                         "boot_high": v["boot_high"], "p": v["p"]})
     return out
