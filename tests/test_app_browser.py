@@ -3,6 +3,7 @@ when either is missing). The journey itself is tests/journey.py, shared with the
 
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,20 @@ playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(journey.CHROMIUM).exists(), reason="needs Debian's chromium")
 
 
+@contextmanager
+def browser_page(shots: Path):
+    """A Chromium page; whatever the test did, its last view is kept as shots/last.png."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=journey.CHROMIUM, headless=True,
+                                    args=journey.BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(shots / "last.png"), full_page=True)
+            browser.close()
+
+
 @pytest.mark.slow
 def test_first_hour_journey(micro_experiment, tmp_path):
     root, experiment, _ = micro_experiment
@@ -21,16 +36,9 @@ def test_first_hour_journey(micro_experiment, tmp_path):
     shutil.copytree(root / experiment, runs / "demo")  # the app opens on the demo experiment
     shots = tmp_path / "shots"
     shots.mkdir()
-    with running_app(runs) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=journey.CHROMIUM, headless=True,
-                                    args=journey.BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            seen = journey.walk(page, url, runs, shots)
-            failed = journey.fail_a_run(page, runs, shots)
-        finally:
-            page.screenshot(path=str(shots / "last.png"), full_page=True)
-            browser.close()
+    with running_app(runs) as url, browser_page(shots) as page:
+        seen = journey.walk(page, url, runs, shots)
+        failed = journey.fail_a_run(page, runs, shots)
     # the first page: the demo's curves (drawn before any click) and its Table 1, with the report's finding
     assert "5.646 vs 5.660" in seen["overview_text"] and "demo" in seen["overview_text"]
     assert "swiglu" in seen["overview_table"] and "dual" in seen["overview_table"]
@@ -62,16 +70,9 @@ def test_studies_journey(tmp_path):
     journey.copy_study_runs(REPO / "runs", runs, "cpu-scaling")
     shots = tmp_path / "shots"
     shots.mkdir()
-    with running_app(runs) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=journey.CHROMIUM, headless=True,
-                                    args=journey.BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(url)
-            seen = journey.studies(page, runs, shots)
-        finally:
-            page.screenshot(path=str(shots / "last.png"), full_page=True)
-            browser.close()
+    with running_app(runs) as url, browser_page(shots) as page:
+        page.goto(url)
+        seen = journey.studies(page, runs, shots)
     assert "dual - swiglu" in seen["trend_traces"] and "Phase:" in seen["trend_text"]
     assert re.search(r"6 runs\. (Estimated wall time on this machine|Estimating the wall time)",
                      seen["preview"])

@@ -26,24 +26,34 @@ def run_count(study: Study) -> tuple[int, int]:
     return points * (per_point_first + finals), points * (per_point_first + most)
 
 
-def study_runs(study: Study, root: Path) -> dict[tuple[str, str], str]:
-    """{(experiment, run): phase name} of every run known so far: each point's first phases (known
-    before any lr is selected) and, once they have ended, its final runs; then any other phase the
-    manifest recorded."""
-    found: dict[tuple[str, str], str] = {}
+def study_runs(study: Study, root: Path, manifest: dict) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(experiment, run): (phase name, state)} of every run known so far: each point's first phases
+    (known before any lr is selected) and, once they have ended, its final runs; then any other
+    phase the study's `manifest` recorded. Each run's status is read once."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
     for point in study.points:
         steps = point_steps(study, point)
-        phases = first_phases(study, point, steps)
-        ended = all(_bucket(Run.at(root, p.experiment, c.name)) in ("completed", "failed")
-                    for p in phases for c in p.cells)
+        first = _with_states(first_phases(study, point, steps), root)
+        found.update(first)
+        ended = all(state in ("completed", "failed") for _, state in first.values())
         if study.selects and ended:  # the sweep has ended: the final runs are known
-            phases += final_phases(study, point, steps, best_lrs(study, point, root))
-        for phase in phases:
-            name = _phase_name({"kind": phase.kind, "point": phase.point, "lr": phase.lr})
-            found.update({(phase.experiment, cell.name): name for cell in phase.cells})
-    for entry in (read_manifest(root, study.name) or {}).get("phases", []):
-        for run in entry.get("runs", []):
-            found.setdefault((entry["experiment"], run), _phase_name(entry))
+            finals = final_phases(study, point, steps, best_lrs(study, point, root))
+            found.update(_with_states(finals, root))
+    for entry in manifest.get("phases", []):
+        for name in entry.get("runs", []):
+            run = Run.at(root, entry["experiment"], name)
+            if (run.experiment, name) not in found:
+                found[(run.experiment, name)] = (_phase_name(entry), _bucket(run))
+    return found
+
+
+def _with_states(phases: list, root: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(experiment, run): (phase name, state)} of the runs of `phases`."""
+    found = {}
+    for phase in phases:
+        name = _phase_name({"kind": phase.kind, "point": phase.point, "lr": phase.lr})
+        for cell in phase.cells:
+            found[(phase.experiment, cell.name)] = (name, _bucket(Run.at(root, phase.experiment, cell.name)))
     return found
 
 
@@ -52,18 +62,17 @@ def progress(study: Study, root: Path) -> dict:
     queued), run counts by state ("waiting": not yet queued), total runs, a finished run's mean
     seconds, an ETA (None while nothing runs, or until a run has finished) and the driver's state
     ("" when the CLI runs it)."""
+    manifest = read_manifest(root, study.name) or {}
     counts = {"completed": 0, "running": 0, "queued": 0, "failed": 0, "waiting": 0}
     phase, seconds = "", []
-    for (experiment, name), phase_name in study_runs(study, root).items():
-        run = Run.at(root, experiment, name)
-        state = _bucket(run)
+    for (experiment, name), (phase_name, state) in study_runs(study, root, manifest).items():
         counts[state] += 1
-        seconds += _elapsed(run) if state == "completed" else []
+        seconds += _elapsed(Run.at(root, experiment, name)) if state == "completed" else []
         if state not in ("completed", "failed") and not phase:
             phase = phase_name
     fewest, most = run_count(study)
     counts["waiting"] += max(0, fewest - sum(counts.values()))  # final runs not planned yet
-    driver = (read_manifest(root, study.name) or {}).get("driver", {})
+    driver = manifest.get("driver", {})
     active = bool(counts["running"] or counts["queued"]) or driver.get("state") == "running"
     if phase and not active:
         phase = f"{phase} (not started)"
