@@ -1,6 +1,7 @@
 """README's screenshots, taken along the first-hour journey of tests/journey.py (Playwright and
 Debian's Chromium): the shipped demo, then a 1-seed `micro` grid launched, followed and inspected,
-then the Studies tab (the shipped `cpu-scaling` ladder, and a `micro` study composed and run).
+then the Studies tab (the shipped `cpu-scaling` ladder, and a `micro` study composed and run),
+then Inspect's Atlas of the demo's `dual-s0` beside `swiglu-s0`.
 
     python scripts/screenshots.py [--runs-dir runs] [--out docs]
 
@@ -40,6 +41,7 @@ def main() -> int:
             journey.walk(page, url, runs, Path(scratch))
             page.goto(url)
             journey.studies(page, runs, Path(scratch))
+            journey.atlas(page, url, Path(scratch))  # demo/swiglu-s0 beside demo/dual-s0
             browser.close()
         for shot in Path(scratch).glob("tab-*.png"):
             shutil.copy(shot, out / shot.name)

@@ -22,6 +22,12 @@ SHOWN_EXPERIMENT = ("(Array.from(document.querySelectorAll('input[aria-label=\"E
 # Text of the visible tab's tables (a Gradio dataframe's rows live in its .table-wrap).
 TABLE_TEXT = ("Array.from(document.querySelectorAll('.table-wrap')).filter(e => e.offsetParent)"
               ".map(e => e.innerText).join('\\n')")
+# The visible tab's tables as [table][row][cell] texts, header row first (Gradio 6 draws the body
+# as virtual [role=row] divs, and a hidden sizing <tr> that is not a row of the data).
+TABLE_ROWS = ("Array.from(document.querySelectorAll('.table-wrap')).filter(e => e.offsetParent)"
+              ".map(t => Array.from(t.querySelectorAll('[role=row]'))"
+              ".map(r => Array.from(r.querySelectorAll('th, [role=gridcell]'))"
+              ".map(c => c.innerText.trim())))")
 LONG_DECIMAL = re.compile(r"\d\.\d{5,}")  # a number printed with more than 4 decimals
 
 
@@ -185,4 +191,21 @@ def studies(page, root: Path, shots: Path, steps: int = 10) -> dict:
     seen["study_traces"] = page.evaluate(TRACE_NAMES)
     seen["study_text"] = visible_text(page, ".prose")
     page.screenshot(path=str(shots / "study-launched.png"), full_page=True)
+    return seen
+
+
+def atlas(page, url: str, shots: Path, tokens: int = 5000, unit: int = 7) -> dict:
+    """Inspect's Atlas of the default pair (demo/swiglu-s0 beside demo/dual-s0) over `tokens`
+    validation tokens, with the top contexts of sparse unit `unit`; returns what it showed."""
+    page.goto(url)
+    open_tab(page, "Inspect")
+    page.wait_for_function("document.querySelectorAll('.score-token').length >= 8", timeout=60_000)
+    page.get_by_text("Atlas: both runs over their validation tokens").click()
+    page.get_by_label("Validation tokens").fill(str(tokens))
+    page.get_by_label("Unit (its top activating contexts)").fill(str(unit))
+    page.get_by_role("button", name="Compute atlas").click()
+    page.wait_for_function(f"({TABLE_TEXT}).includes('dual-s0') && "
+                           "document.body.innerText.includes('tokens, computed in')", timeout=120_000)
+    seen = {"notes": visible_text(page, ".prose"), "tables": page.evaluate(TABLE_ROWS)}
+    page.screenshot(path=str(shots / "tab-atlas.png"), full_page=True)
     return seen

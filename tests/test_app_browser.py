@@ -62,6 +62,28 @@ def test_first_hour_journey(micro_experiment, tmp_path):
         assert (shots / f"{name}.png").stat().st_size > 10_000
 
 
+def test_atlas_view_of_the_shipped_dual_run(tmp_path):
+    """Inspect's Atlas on the shipped demo/dual-s0 beside demo/swiglu-s0: the per-token table and
+    the top contexts of a chosen unit of the dual path's sparse path."""
+    runs = tmp_path / "runs"
+    for run in ("dual-s0", "swiglu-s0"):  # the runs with weights
+        shutil.copytree(REPO / "runs" / "demo" / run, runs / "demo" / run)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with running_app(runs) as url, browser_page(shots) as page:
+        seen = journey.atlas(page, url, shots, tokens=5000, unit=7)
+    assert "demo/dual-s0 (dual), layer 0" in seen["notes"] and "5,000 tokens" in seen["notes"]
+    tokens, contexts = seen["tables"]
+    assert tokens[0][:3] == ["token_id", "token", "count"] and "router_sparse_mean_b" in tokens[0]
+    assert len(tokens) > 5 and any(row[1] == "the" for row in tokens[1:])
+    # the contexts of unit 7: dual-s0's windows ranked from 1, strongest first (swiglu has no units)
+    assert contexts[0][:4] == ["run", "rank", "value", "left"]
+    assert [row[1] for row in contexts[1:4]] == ["1", "2", "3"] and contexts[1][0] == "demo/dual-s0"
+    values = [float(row[2]) for row in contexts[1:]]
+    assert values == sorted(values, reverse=True)
+    assert (shots / "tab-atlas.png").stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_studies_journey(tmp_path):
     """The shipped cpu-scaling trend with its intervals, then a micro study composed, launched and
