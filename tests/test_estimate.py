@@ -75,3 +75,41 @@ def test_time_steps_cli_prints_one_json_line():
     assert 0 < timed["step_s"] < 10 and 0 < timed["eval_s"] < 10
     bad = run_cli("core.train", "--preset", "micro", "--time-steps", "-1")
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1
+
+
+def test_a_compiled_run_is_timed_compiled_with_time_for_its_compilation(monkeypatch):
+    """The step is timed through torch.compile (after the same gradient self-check) as training
+    runs it, the warm-up step is reported apart, and the calibration waits long enough for it."""
+    import subprocess
+
+    import torch
+
+    import core.training.cli as cli
+
+    compiled, checked = [], []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(cli, "require_compiled_gradients", lambda model, device: checked.append(model.ffn))
+    config = apply_overrides(preset("micro"), ["ffn=dual", "compile=true", "batch_size=2", "seq_len=16"])
+    timed = cli.time_steps(config, 2)
+    assert len(compiled) == 1 and checked == ["dual"] and timed["compile"] is True
+    assert timed["first_step_s"] > 0 and timed["step_s"] > 0
+
+    timeouts = []
+
+    def fake_run(command, timeout):
+        timeouts.append(timeout)
+        line = json.dumps({"step_s": 0.5, "first_step_s": 30.5, "eval_s": 1.0, "micro_batch": 2,
+                           "device": "cpu"})
+        return subprocess.CompletedProcess(command, 0, stdout=line + "\n", stderr="")
+
+    monkeypatch.setattr(estimate, "run_to_end", fake_run)
+    timing = estimate.measure(config)
+    eager = estimate.measure(apply_overrides(config, ["compile=false"]))
+    compile_wait = estimate.CALIBRATION_TIMEOUT_S + estimate.COMPILE_TIMEOUT_S
+    assert timeouts == [compile_wait, estimate.CALIBRATION_TIMEOUT_S]
+    assert timing.step_s == 0.5 and eager.step_s == 0.5

@@ -69,10 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def time_steps(config: RunConfig, n: int) -> dict:
     """``--time-steps N``: seconds per optimizer step (median of `n`, after one warm-up step) and
-    for one evaluation, on random tokens with the run's model, micro-batch and optimizer."""
+    for one evaluation, on random tokens with the run's model, micro-batch and optimizer.
+
+    With ``train.compile`` the step is compiled as in training (after the same gradient
+    self-check), so the warm-up step holds the compilation: ``first_step_s`` reports it, and an
+    estimate counts it once, as start-up, where the steps run at the compiled speed."""
     device = resolve_device(config, Dist())
+    if config.train.compile:
+        require_compiled_gradients(config.model, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
+    step_model = torch.compile(model) if config.train.compile else model
     optimizer = build_optimizer(model, config, device)
     autocast = functools.partial(autocast_context, config, device)
     micro = resolve_micro_batch(model, config, device, autocast=autocast)
@@ -80,11 +87,13 @@ def time_steps(config: RunConfig, n: int) -> dict:
     ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
                         generator=generator).to(device)
     batch = eval_micro_batches([(ids[:, :-1], ids[:, 1:])], micro, Dist())
-    times = [_timed(lambda: optimizer_step(model, model, optimizer, batch, config, device), device)
-             for _ in range(n + 1)][1:]
+    def step():
+        return optimizer_step(model, step_model, optimizer, batch, config, device)
+
+    first, *times = [_timed(step, device) for _ in range(n + 1)]
     eval_s = _timed(lambda: evaluate(model, batch * config.train.eval_batches, config, device), device)
-    return {"step_s": sorted(times)[len(times) // 2], "eval_s": eval_s, "micro_batch": micro,
-            "device": str(device)}
+    return {"step_s": sorted(times)[len(times) // 2], "first_step_s": first, "eval_s": eval_s,
+            "micro_batch": micro, "device": str(device), "compile": config.train.compile}
 
 
 def _timed(fn, device: torch.device) -> float:
