@@ -34,7 +34,7 @@ from core.studies.results import (
     scaling_rows,
     study_records,
 )
-from core.studies.study import Point, Study, load_study
+from core.studies.study import Point, Study, builtin_names, load_study
 
 # ---------------------------------------------------------------------------- lr recipes
 
@@ -229,9 +229,10 @@ def write_study_report(root: str | Path | None, study: str | Path, out: str | Pa
 def main(argv: list[str] | None = None) -> int:
     """``python -m core.report``: an experiment's report, or with --study (--recipe) a study's."""
     parser = report.build_parser()
+    names = ", ".join(builtin_names())
     parser.add_argument("--study", "--recipe", dest="study", default=None, metavar="NAME|PATH",
-                        help="report a whole study instead: a built-in (studies/*.toml: cpu-ablation, "
-                        "cpu-variants, paper-ablation, cpu-scaling, gpu-scaling) or a study file")
+                        help=f"report a whole study instead: a built-in by name ({names}: studies/*.toml) "
+                        "or a study file")
     args = parser.parse_args(argv)
     if args.study is None:
         return report.run(args)
