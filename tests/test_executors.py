@@ -192,8 +192,8 @@ def _wait(predicate, timeout: float, what: str):
 def test_a_preempted_run_is_requeued_and_ends_as_an_uninterrupted_one(slurm_cluster, tmp_path, ranks):
     """SIGUSR1 reaches every process of the job (submitit's, torchrun's agent, each rank): the
     ranks checkpoint, the job is requeued and resumes; the metrics are an uninterrupted run's."""
-    flags = ["--preset", "micro", "--ffn", "dual", "--seeds", "0", "--steps", "40", "--no-progress",
-             "--set", "checkpoint_every=1000", "--set", "log_every=5", "--set", "eval_every=20",
+    flags = ["--preset", "micro", "--ffn", "dual", "--seeds", "0", "--steps", "24", "--no-progress",
+             "--set", "checkpoint_every=1000", "--set", "log_every=4", "--set", "eval_every=12",
              "--executor", "slurm", "--cpus-per-rank", "1", "--ranks-per-run", str(ranks)]
     whole = run_cli("core.sweep", "--experiment", "g", "--runs-dir", str(tmp_path / "whole"), *flags)
     assert whole.returncode == 0, whole.stderr[-2000:]
