@@ -25,8 +25,8 @@ from core.training.data import cache_dir
 
 TIMED_STEPS = 3
 CALIBRATION_TIMEOUT_S = 120.0
-# A compiled step's calibration also compiles it: `tiny` took 148 s with a cold inductor cache and
-# 27 s with a warm one on 2 shared EPYC cores (bench/compile_payoff.py).
+# A compiled step's calibration also compiles it: `tiny` took 208 s with a cold inductor cache and
+# 22-28 s with a warm one on one shared EPYC core (bench/cpu-tiny-compile-payoff-2026-12-07.json).
 COMPILE_TIMEOUT_S = 480.0
 # Fields that change what a run does but not what one step costs.
 _FREE = {"train": {"seed", "steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2",

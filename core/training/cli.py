@@ -87,6 +87,7 @@ def time_steps(config: RunConfig, n: int) -> dict:
     ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
                         generator=generator).to(device)
     batch = eval_micro_batches([(ids[:, :-1], ids[:, 1:])], micro, Dist())
+
     def step():
         return optimizer_step(model, step_model, optimizer, batch, config, device)
 
