@@ -13,6 +13,7 @@ os.environ.setdefault("EXPLORER_CACHE", tempfile.mkdtemp(prefix="explorer-test-c
 # transformers copies remote code (exports of non-SwiGLU variants) here: never the user's cache.
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="explorer-test-hf-modules-"))
 
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -26,6 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Short micro runs shared by the training, sweep and app tests.
 FAST = ["--steps", "40", "--set", "eval_every=20", "--set", "checkpoint_every=20",
         "--set", "log_every=5"]
+# torch.compile's CPU backend (inductor) builds C++.
+needs_compiler = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
+                                    reason="inductor needs a C++ compiler")
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,5 @@
 """The compiled-gradient self-check: passes on a sound compiler, refuses one that drops gradients."""
 
-import shutil
-
 import pytest
 import torch
 
@@ -9,9 +7,9 @@ import core.training.compile_check as compile_check
 from core.config import ModelConfig, apply_overrides, preset
 from core.model import ModelOutput
 from core.training.trainer import Dist, Trainer
+from tests.conftest import needs_compiler
 
-pytestmark = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                                reason="inductor needs a C++ compiler")
+pytestmark = needs_compiler
 
 
 VARIANTS = [dict(ffn="dual"), dict(ffn="dual", ffn_options=dict(ffn_threshold="cats")), dict(ffn="swiglu"),

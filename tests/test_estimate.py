@@ -1,9 +1,13 @@
 """Wall-time estimates: which config fields set a step's cost, the calibration command, the cache."""
 
 import json
+import subprocess
 import time
 
+import torch
+
 import core.jobs.estimate as estimate
+import core.training.cli as cli
 from core.config import RunConfig, apply_overrides, preset
 from tests.conftest import run_cli
 
@@ -80,12 +84,6 @@ def test_time_steps_cli_prints_one_json_line():
 def test_a_compiled_run_is_timed_compiled_with_time_for_its_compilation(monkeypatch):
     """The step is timed through torch.compile (after the same gradient self-check) as training
     runs it, the warm-up step is reported apart, and the calibration waits long enough for it."""
-    import subprocess
-
-    import torch
-
-    import core.training.cli as cli
-
     compiled, checked = [], []
 
     def fake_compile(model):

@@ -11,7 +11,6 @@ every torch version, fixed or not.
 import importlib
 import inspect
 import pkgutil
-import shutil
 
 import pytest
 import torch
@@ -23,15 +22,13 @@ import core.model as model_module
 import core.training.trainer as train_module
 from core.config import apply_overrides, preset
 from core.model import build_model
-from core.training.precision import native_bf16
+from core.training.precision import host_native_bf16
 from core.training.trainer import Dist, Trainer, evaluate
-from tests.conftest import tiny_model_config
+from tests.conftest import needs_compiler, tiny_model_config
 
-needs_compiler = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                                    reason="inductor needs a C++ compiler")
 # bf16 alone, 60 steps: 75 s where the CPU emulates bf16 products (AVX2). There `auto` never picks
 # bf16, and `all_together` (bf16 with every other path) still pins what bf16 learns.
-needs_native_bf16 = pytest.mark.skipif(not native_bf16(),
+needs_native_bf16 = pytest.mark.skipif(not host_native_bf16(),
                                        reason="bf16 products are emulated here; all_together covers bf16")
 
 
