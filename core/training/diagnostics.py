@@ -197,13 +197,25 @@ def layer_splits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
             continue
         forward, dense_w, sparse_w, shared = split
         watched = ffn.watched_parameters()
-        with patched_forwards([ffns[i]], [_recomputed(forward)]), _frozen(model.lm_head.weight), autocast():
-            loss = model(x, y, return_logits=False).loss
-        grads = torch.autograd.grad(loss, [dense_w[m] for m in shared] + [sparse_w[m] for m in shared]
-                                    + list(watched.values()))
+        wanted = [dense_w[m] for m in shared] + [sparse_w[m] for m in shared] + list(watched.values())
+        with patched_forwards([ffns[i]], [_recomputed(forward)]):
+            grads = _gradients_of(model, x, y, wanted, autocast)
         n = len(shared)
         yield i, {"dense": dict(zip(shared, grads[:n])), "sparse": dict(zip(shared, grads[n:2 * n])),
                   "shared": shared, "watched": dict(zip(watched, grads[2 * n:]))}
+
+
+def _gradients_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wanted: list[torch.Tensor],
+                  autocast: AutocastFactory) -> tuple[torch.Tensor, ...]:
+    """d(training loss on (x, y)) / d(each of `wanted`), with every other parameter frozen for
+    the pass. Frozen, the layers below the split one record no graph, and those above keep only
+    what carries the gradient down to it (no weight gradients, no [vocab, d] one in the loss's
+    forward). Their graph is gone on return: a graph kept past the next pass's forward held the
+    lower layers' activations twice, which grew the probe's peak with depth (#27)."""
+    with _only_requiring_grad(model, wanted):  # through the backward: it recomputes the split
+        with autocast():
+            loss = model(x, y, return_logits=False).loss
+        return torch.autograd.grad(loss, wanted)
 
 
 def _recomputed(forward: Callable) -> Callable:
@@ -218,16 +230,18 @@ def _recomputed(forward: Callable) -> Callable:
 
 
 @contextmanager
-def _frozen(parameter: torch.Tensor) -> Iterator[None]:
-    """`parameter` needs no gradient within the block. The output matrix's: the loss would
-    otherwise build its [vocab, d] gradient in the forward (core.model), as large as the
-    split layer's weight copies and their gradients together at `paper`, and unused here."""
-    needed = parameter.requires_grad
-    parameter.requires_grad_(False)
+def _only_requiring_grad(model: nn.Module, wanted: list[torch.Tensor]) -> Iterator[None]:
+    """Within the block, of the model's parameters only those in `wanted` require a gradient
+    (tensors outside the model, such as the split's weight copies, are left as they are)."""
+    keep = {id(t) for t in wanted}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
     try:
         yield
     finally:
-        parameter.requires_grad_(needed)
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
