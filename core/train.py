@@ -2,8 +2,10 @@
 
 import sys
 
-from core.training.cli import main, reexec_with_malloc_env
+from core.jobs.launch import reexec_with_malloc_env
 
 if __name__ == "__main__":
-    reexec_with_malloc_env()
+    reexec_with_malloc_env()  # first: the process it replaces has not imported torch yet
+    from core.training.cli import main
+
     sys.exit(main())

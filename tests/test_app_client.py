@@ -130,7 +130,9 @@ def test_slurm_launch_states_cancel_and_reattach(slurm_cluster, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     env = {"EXPLORER_EXECUTOR": "slurm", **slurm_cluster.env}
-    args = ("cl", "micro", ["swiglu", "dual"], [0, 1], 150, 0.0, "builtin", FAST, [])
+    # evaluating every 50 steps, not 10: what this test watches is the scheduler, not the curves
+    args = ("cl", "micro", ["swiglu", "dual"], [0, 1], 150, 0.0, "builtin",
+            ["eval_every=50", "checkpoint_every=10", "log_every=5"], [])
     seen: dict[str, list[str]] = {}
     with running_app(runs, env) as url:
         client = Client(url, verbose=False)

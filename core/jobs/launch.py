@@ -27,6 +27,17 @@ SIGNAL_DELAY_S = 90  # SLURM's warning ahead of the time limit
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
+def reexec_with_malloc_env(module: str = "core.train") -> None:
+    """Re-run this ``python -m <module>`` process once with :data:`MALLOC_ENV` (Linux only;
+    ``EXPLORER_NO_MALLOC_TUNING`` opts out). Called before torch is imported, so the process
+    that is replaced has imported nothing heavy (a second torch import cost ~2 s per run)."""
+    if platform.system() != "Linux" or os.environ.get("EXPLORER_NO_MALLOC_TUNING"):
+        return
+    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
+        return
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
+
+
 @dataclass
 class Cell:
     """One (variant, seed) run of a grid and the CLI flags that reproduce its config."""

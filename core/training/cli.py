@@ -6,7 +6,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ import torch
 
 from core import variants
 from core.config import RunConfig, apply_overrides, parse_variant, preset, variant_label
-from core.jobs.launch import MALLOC_ENV
 from core.model import build_model
 from core.runs import Run, runs_root, validate_name
 from core.trackers import LOG_TO_HELP, parse_backends
@@ -158,17 +156,6 @@ def resolve_run(args: argparse.Namespace, config: RunConfig | None) -> Run:
     validate_name(args.experiment, "experiment name")
     name = args.run or f"{variant_label(config.model)}-s{config.train.seed}"
     return Run.at(runs_root(args.runs_dir), args.experiment, name)
-
-
-def reexec_with_malloc_env() -> None:
-    """Re-run this CLI once with glibc's allocator tuned: large activation buffers stay mapped
-    instead of being returned to the OS each step (page faults were a large share of a CPU step)."""
-    if platform.system() != "Linux" or os.environ.get("EXPLORER_NO_MALLOC_TUNING"):
-        return
-    if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
-        return
-    os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
-              {**os.environ, **MALLOC_ENV})
 
 
 def main(argv: list[str] | None = None) -> int:
