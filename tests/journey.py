@@ -201,11 +201,16 @@ def atlas(page, url: str, shots: Path, tokens: int = 5000, unit: int = 7) -> dic
     open_tab(page, "Inspect")
     page.wait_for_function("document.querySelectorAll('.score-token').length >= 8", timeout=60_000)
     page.get_by_text("Atlas: both runs over their validation tokens").click()
-    page.get_by_label("Validation tokens").fill(str(tokens))
-    page.get_by_label("Unit (its top activating contexts)").fill(str(unit))
+    # Tab after each number: Gradio commits a Number on blur, and a click straight after a fill
+    # could send the old value (the Atlas then ran on its default 20,000 tokens)
+    for label, value in (("Validation tokens", tokens), ("Unit (its top activating contexts)", unit)):
+        page.get_by_label(label).fill(str(value))
+        page.get_by_label(label).press("Tab")
     page.get_by_role("button", name="Compute atlas").click()
     page.wait_for_function(f"({TABLE_TEXT}).includes('dual-s0') && "
-                           "document.body.innerText.includes('tokens, computed in')", timeout=120_000)
+                           f"document.body.innerText.includes('{tokens:,} tokens, computed in')",
+                           timeout=120_000)
     seen = {"notes": visible_text(page, ".prose"), "tables": page.evaluate(TABLE_ROWS)}
-    page.screenshot(path=str(shots / "tab-atlas.png"), full_page=True)
+    page.mouse.move(0, 0)  # no row highlighted under the pointer in the screenshot
+    page.locator("#atlas").screenshot(path=str(shots / "tab-atlas.png"))
     return seen

@@ -85,7 +85,7 @@ def _atlas_views() -> tuple[list, gr.Button, list]:
     """The atlas section: its inputs (tokens, unit), its button and its outputs, in
     _Callbacks.run_atlas's order. It reads runs A and B and the layer picked above."""
     with gr.Accordion("Atlas: both runs over their validation tokens (per token, unit and layer)",
-                      open=False):
+                      open=False, elem_id="atlas"):
         with gr.Row():
             tokens = gr.Number(ATLAS_TOKENS, precision=0, label="Validation tokens")
             unit = gr.Number(0, precision=0, label="Unit (its top activating contexts)")
