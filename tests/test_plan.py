@@ -1,6 +1,7 @@
 """Stage memory, the automatic micro-batch and ``--plan``: every stage bounded by the micro-batch."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -87,8 +88,14 @@ def test_auto_micro_batch_is_the_largest_that_fits(monkeypatch):
     need = {m: max(plan.stage_peaks(model, config, cpu, m, stages=sizing).values()) for m in (4, 8)}
     budget = (need[4] + need[8]) / 2 + plan.optimizer_bytes(model)
     monkeypatch.setattr(plan, "free_bytes", lambda device: budget / plan.MEMORY_FRACTION["cpu"])
-    micro, peaks = plan.choose_micro_batch(model, config, cpu, 16)
+    told = []
+    micro, peaks = plan.choose_micro_batch(model, config, cpu, 16, report=told.append)
     assert micro == 4 and max(peaks.values()) <= need[8]
+    # each stage announced before it is measured, at every micro-batch measured: 1 and 2 for the
+    # slope, then the candidates down to the one that fits
+    assert told[:4] == [f"{stage} at micro-batch 1" for stage in sizing]
+    assert told[-4:] == [f"{stage} at micro-batch 4" for stage in sizing]
+    assert len(told) % 4 == 0 and f"{sizing[0]} at micro-batch 2" in told
     monkeypatch.setattr(plan, "free_bytes", lambda device: 1000.0)
     with pytest.raises(plan.DoesNotFit, match="at micro-batch 1 .* lower train.seq_len"):
         plan.choose_micro_batch(model, config, cpu, 16)
@@ -123,6 +130,8 @@ def test_plan_cli_prints_every_stage_for_the_paper_structure():
                  "native bf16 matrix products)", *stages):
         assert line in result.stdout, result.stdout
     assert "USDT" not in result.stderr  # the profiler's start/stop lines are silenced
+    for stage in stages:  # progress on stderr, a line as each stage starts
+        assert re.search(f"memory plan: {stage} at micro-batch 4 \\(\\d+ min \\d\\d s in\\)", result.stderr)
 
 
 def test_memory_budget_caps_the_free_memory():
@@ -138,11 +147,13 @@ def test_a_run_that_cannot_fit_fails_before_tokenisation(tmp_path):
                      env={**os.environ, "EXPLORER_CACHE": str(cache)}, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("error:") == 1 and "the train micro-step needs" in result.stderr
+    assert "memory plan:" not in result.stderr  # --no-progress
     assert not cache.exists() or not any(cache.iterdir())  # no tokenizer, no token cache
     assert not (tmp_path / "run").exists()
     plan_out = run_cli("core.train", "--preset", "micro", "--plan", "--set", "grad_accum=0",
                        "--set", "memory_budget_gb=1e-6", timeout=120)
     assert plan_out.returncode == 2 and "lower train.seq_len" in plan_out.stderr
+    assert "memory plan: train micro-step at micro-batch 1 (" in plan_out.stderr
 
 
 @pytest.mark.parametrize("micro_batch", [1, 4])

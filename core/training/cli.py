@@ -18,7 +18,7 @@ from core.model import build_model
 from core.runs import Run, runs_root, validate_name
 from core.trackers import LOG_TO_HELP, parse_backends
 from core.training.compile_check import require_compiled_gradients
-from core.training.plan import format_plan, resolve_micro_batch, run_plan
+from core.training.plan import format_plan, progress_lines, resolve_micro_batch, run_plan
 from core.training.precision import precision_record
 from core.training.signals import EXIT_PREEMPTED, RunPreempted, handle_stop_signals, ignore_file_size_signal
 from core.training.trainer import (
@@ -65,13 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def time_steps(config: RunConfig, n: int) -> dict:
+def time_steps(config: RunConfig, n: int, progress: bool = True) -> dict:
     """``--time-steps N``: seconds per optimizer step (median of `n`, after one warm-up step) and
     for one evaluation, on random tokens with the run's model, micro-batch and optimizer.
 
     With ``train.compile`` the step is compiled as in training (after the same gradient
     self-check), so the warm-up step holds the compilation: ``first_step_s`` reports it, and an
-    estimate counts it once, as start-up, where the steps run at the compiled speed."""
+    estimate counts it once, as start-up, where the steps run at the compiled speed. With
+    `progress`, the memory plan of an automatic micro-batch reports each stage on stderr."""
     device = resolve_device(config, Dist())
     if config.train.compile:
         require_compiled_gradients(config.model, device)
@@ -80,7 +81,8 @@ def time_steps(config: RunConfig, n: int) -> dict:
     step_model = torch.compile(model) if config.train.compile else model
     optimizer = build_optimizer(model, config, device)
     autocast = functools.partial(autocast_context, config, device)
-    micro = resolve_micro_batch(model, config, device, autocast=autocast)
+    report = progress_lines() if progress else None
+    micro = resolve_micro_batch(model, config, device, autocast=autocast, report=report)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.model.vocab_size, (config.train.batch_size, config.train.seq_len + 1),
                         generator=generator).to(device)
@@ -103,9 +105,10 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def print_plan(config: RunConfig) -> None:
+def print_plan(config: RunConfig, progress: bool = True) -> None:
     """``--plan``: measure every stage on this machine's device at the micro-batch the run would
-    use, on random tokens (no data is loaded, nothing is written)."""
+    use, on random tokens (no data is loaded, nothing is written); with `progress`, a line on
+    stderr as each stage starts."""
     device = resolve_device(config, Dist())
     if config.train.compile:
         require_compiled_gradients(config.model, device)
@@ -113,7 +116,8 @@ def print_plan(config: RunConfig) -> None:
     model = build_model(config.model).to(device)
     autocast = functools.partial(autocast_context, config, device)
     precision = precision_record(config.train.dtype, device)
-    print(format_plan(run_plan(model, config, device, autocast, precision)))
+    report = progress_lines() if progress else None
+    print(format_plan(run_plan(model, config, device, autocast, precision, report)))
 
 
 def config_from_args(args: argparse.Namespace, stored: dict | None = None) -> RunConfig:
@@ -180,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan or args.time_steps:
         try:
             if args.plan:
-                print_plan(config)
+                print_plan(config, progress=not args.no_progress)
             else:
-                print(json.dumps(time_steps(config, args.time_steps)))
+                print(json.dumps(time_steps(config, args.time_steps, progress=not args.no_progress)))
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

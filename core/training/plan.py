@@ -39,6 +39,7 @@ PROBE_ROWS = 8  # sequences of the interference probe (core.train uses the same 
 TRAIN_STAGE, EVAL_STAGE, CHECKPOINT = "train micro-step", "eval micro-batch", "checkpoint copy"
 
 AutocastFactory = Callable[[], object]
+Report = Callable[[str], None]  # told what is measured next (a paper-size plan takes minutes)
 
 
 class DoesNotFit(ValueError):
@@ -182,11 +183,14 @@ def _is_oom(error: BaseException) -> bool:
 
 
 def stage_peaks(model: CausalLM, config: RunConfig, device: torch.device, micro_batch: int,
-                autocast: AutocastFactory = nullcontext, stages: tuple[str, ...] | None = None
-                ) -> dict[str, float]:
-    """Peak bytes each stage allocates above the resident weights; inf where CUDA ran out."""
+                autocast: AutocastFactory = nullcontext, stages: tuple[str, ...] | None = None,
+                report: Report | None = None) -> dict[str, float]:
+    """Peak bytes each stage allocates above the resident weights; inf where CUDA ran out.
+    `report` is told each stage before it is measured."""
     peaks = {}
     for name, fn in stage_functions(model, config, device, micro_batch, autocast, stages).items():
+        if report:
+            report(f"{name} at micro-batch {micro_batch}")
         try:
             peaks[name] = float(measure_peak(fn, device))
         except RuntimeError as error:
@@ -204,7 +208,8 @@ def micro_batch_candidates(per_rank: int) -> list[int]:
 
 
 def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device, per_rank: int,
-                       autocast: AutocastFactory = nullcontext) -> tuple[int, dict[str, float]]:
+                       autocast: AutocastFactory = nullcontext, report: Report | None = None
+                       ) -> tuple[int, dict[str, float]]:
     """The largest micro-batch dividing `per_rank` whose every stage (training micro-step,
     evaluation, probes, knock-out) fits :func:`memory_budget` with AdamW's moments still to
     come, and the stages' measured peaks there. Predicts linearly from micro-batches 1 and 2,
@@ -216,7 +221,7 @@ def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device,
 
     def need(m: int) -> tuple[float, dict[str, float]]:
         if m not in measured:  # micro-batch 2 serves the slope and may be a candidate too
-            peaks = stage_peaks(model, config, device, m, autocast, sizing)
+            peaks = stage_peaks(model, config, device, m, autocast, sizing, report)
             measured[m] = (max(peaks.values()), peaks)
         return measured[m]
 
@@ -235,12 +240,12 @@ def choose_micro_batch(model: CausalLM, config: RunConfig, device: torch.device,
 
 
 def resolve_micro_batch(model: CausalLM, config: RunConfig, device: torch.device, ranks: int = 1,
-                        autocast: AutocastFactory = nullcontext) -> int:
+                        autocast: AutocastFactory = nullcontext, report: Report | None = None) -> int:
     """The micro-batch of one of `ranks` ranks: as ``train.grad_accum`` sets it, or
     (``grad_accum=0``) the largest that fits, by :func:`choose_micro_batch`."""
     per_rank, accum = config.train.batch_size // ranks, config.train.grad_accum
     if not accum:
-        return choose_micro_batch(model, config, device, per_rank, autocast)[0]
+        return choose_micro_batch(model, config, device, per_rank, autocast, report)[0]
     if per_rank % accum:
         raise ValueError(f"batch_size ({config.train.batch_size}) must be divisible by "
                          f"grad_accum x ranks ({accum} x {ranks})")
@@ -292,18 +297,19 @@ def _sync(device: torch.device) -> None:
 
 
 def run_plan(model: CausalLM, config: RunConfig, device: torch.device,
-             autocast: AutocastFactory = nullcontext, precision: dict | None = None) -> dict:
+             autocast: AutocastFactory = nullcontext, precision: dict | None = None,
+             report: Report | None = None) -> dict:
     """Everything ``--plan`` prints, measured on `device` at the micro-batch the run would use.
     `precision`: core.training.precision.precision_record of the run (default: fp32, as a
-    nullcontext `autocast` runs)."""
+    nullcontext `autocast` runs); `report`: as in :func:`stage_peaks`."""
     precision = precision or {"dtype": "fp32", "native_bf16_cpu": False}
     train = config.train
     if train.grad_accum:
         micro_batch = train.batch_size // train.grad_accum
-        peaks = stage_peaks(model, config, device, micro_batch, autocast)
+        peaks = stage_peaks(model, config, device, micro_batch, autocast, report=report)
     else:
-        micro_batch, peaks = choose_micro_batch(model, config, device, train.batch_size, autocast)
-        peaks.update(stage_peaks(model, config, device, micro_batch, autocast, (CHECKPOINT,)))
+        micro_batch, peaks = choose_micro_batch(model, config, device, train.batch_size, autocast, report)
+        peaks.update(stage_peaks(model, config, device, micro_batch, autocast, (CHECKPOINT,), report))
     tokens = train.batch_size * train.seq_len
     flops = 3 * model_flops_per_token(config.model, train.seq_len) * tokens  # forward + 2x backward
     resident = weight_bytes(model) + optimizer_bytes(model)
@@ -319,6 +325,19 @@ def run_plan(model: CausalLM, config: RunConfig, device: torch.device,
         peak_flops = matmul_peak(device, precision["dtype"] == "bf16")
         plan.update(matmul_tflops=peak_flops / 1e12, step_s_at_peak=flops / peak_flops)
     return plan
+
+
+def progress_lines(stream=None) -> Report:
+    """A :data:`Report` writing one line per stage to `stream` (stderr), with the time so far:
+    ``memory plan: interference probe at micro-batch 8 (3 min 02 s in)``."""
+    started = time.monotonic()
+
+    def report(what: str) -> None:
+        minutes, seconds = divmod(int(time.monotonic() - started), 60)
+        out = stream or sys.stderr  # looked up per line: tests swap sys.stderr
+        print(f"memory plan: {what} ({minutes} min {seconds:02d} s in)", file=out, flush=True)
+
+    return report
 
 
 def format_plan(plan: dict) -> str:
@@ -353,4 +372,5 @@ def _precision_line(plan: dict) -> str:
 
 
 __all__ = ["DoesNotFit", "measure_peak", "free_bytes", "memory_budget", "stage_peaks", "choose_micro_batch",
-           "resolve_micro_batch", "micro_batch_candidates", "matmul_peak", "run_plan", "format_plan"]
+           "resolve_micro_batch", "micro_batch_candidates", "matmul_peak", "run_plan", "format_plan",
+           "progress_lines"]

@@ -31,7 +31,7 @@ from core.trackers import Mirror, RunInfo, parse_backends
 from core.training.compile_check import require_compiled_gradients
 from core.training.data import Batches, check_data, load_tokens, val_batches
 from core.training.diagnostics import RoutingProbe, interference_probe, knockout_losses
-from core.training.plan import PROBE_ROWS, micro_batch_candidates, resolve_micro_batch
+from core.training.plan import PROBE_ROWS, micro_batch_candidates, progress_lines, resolve_micro_batch
 from core.training.precision import precision_record, resolve_dtype
 from core.training.signals import PREEMPT, RunPreempted
 
@@ -209,7 +209,8 @@ class Trainer:
     def _micro_batch(self, per_rank: int) -> int:
         """The configured micro-batch, or (grad_accum=0) the largest that fits every rank."""
         ranks = self.world.world_size
-        micro = resolve_micro_batch(self.model, self.config, self.device, ranks, self._autocast)
+        report = progress_lines() if self.progress and self.world.main else None
+        micro = resolve_micro_batch(self.model, self.config, self.device, ranks, self._autocast, report)
         if self.config.train.grad_accum == 0 and ranks > 1:  # ranks accumulate alike: the smallest
             chosen = torch.tensor(micro, device=self.device)
             dist.all_reduce(chosen, op=dist.ReduceOp.MIN)
