@@ -111,7 +111,14 @@ def test_study_names_are_single_components(tmp_path):
         load_study(str(tmp_path / "missing.toml"))
 
 
-def test_sweep_takes_a_study_or_an_experiment_not_both(tmp_path, capsys):
+@pytest.mark.parametrize("flags, named", [
+    (["--experiment", "x"], "--experiment"), (["--set", "dtype=bf16"], "--set"),
+    (["--preset", "tiny", "--steps", "5"], "--preset, --steps"), (["--seeds", "0", "1"], "--seeds"),
+])
+def test_sweep_takes_a_study_or_grid_flags_not_both(tmp_path, capsys, flags, named):
+    """A grid flag beside --study would be ignored (the study file sets it): refused, naming it."""
     runs = tmp_path / "runs"
-    assert sweep_main(["--study", "cpu-ablation", "--experiment", "x", "--runs-dir", str(runs)]) == 2
-    assert "not both" in capsys.readouterr().err and not runs.exists()
+    assert sweep_main(["--study", "cpu-ablation", *flags, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and f"{named} describe a grid" in err and "not both" in err
+    assert not runs.exists()

@@ -12,6 +12,11 @@ from core.studies.results import summary_text
 from core.studies.run import run_study
 from core.studies.study import builtin_names, load_study
 
+# Flags that describe a grid (dest -> flag). A study's file says all of this itself, so with
+# --study they would be ignored: they are refused instead.
+GRID_FLAGS = {"experiment": "--experiment", "preset": "--preset", "ffn": "--ffn", "variant": "--variant",
+              "seeds": "--seeds", "steps": "--steps", "data": "--data", "overrides": "--set"}
+
 
 def main(argv: list[str] | None = None) -> int:
     """The sweep CLI: a study when --study (or its old name --recipe) is given, else a grid."""
@@ -22,15 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not sweep.prepare(args):
         return 2
-    return run(args) if args.study else sweep.run_grid(args)
+    if not args.study:
+        return sweep.run_grid(args)
+    given = [flag for dest, flag in GRID_FLAGS.items() if getattr(args, dest) != parser.get_default(dest)]
+    if given:
+        print(f"error: {', '.join(given)} describe a grid; give them or --study, not both (a study "
+              "file sets its preset, variants, seeds, steps, data and overrides itself)", file=sys.stderr)
+        return 2
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the study --study names (its file read and checked before anything is written)."""
     root = runs_root(args.runs_dir)
     try:
-        if args.experiment:
-            raise ValueError("give --experiment or --study, not both")
         if args.parallel < 1:
             raise ValueError("--parallel must be >= 1")
         study = load_study(args.study)
