@@ -27,15 +27,16 @@ SIGNAL_DELAY_S = 90  # SLURM's warning ahead of the time limit
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
-def reexec_with_malloc_env(module: str = "core.train") -> None:
-    """Re-run this ``python -m <module>`` process once with :data:`MALLOC_ENV` (Linux only;
+def reexec_with_malloc_env() -> None:
+    """Re-run this ``python -m core.train`` process once with :data:`MALLOC_ENV` (Linux only;
     ``EXPLORER_NO_MALLOC_TUNING`` opts out). Called before torch is imported, so the process
     that is replaced has imported nothing heavy (a second torch import cost ~2 s per run)."""
     if platform.system() != "Linux" or os.environ.get("EXPLORER_NO_MALLOC_TUNING"):
         return
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) or "WORLD_SIZE" in os.environ:
         return
-    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], {**os.environ, **MALLOC_ENV})
+    os.execve(sys.executable, [sys.executable, "-m", "core.train", *sys.argv[1:]],
+              {**os.environ, **MALLOC_ENV})
 
 
 @dataclass

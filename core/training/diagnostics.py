@@ -185,9 +185,10 @@ def layer_splits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
                  autocast: AutocastFactory = nullcontext) -> Iterator[tuple[int, dict]]:
     """(layer, its :func:`split_gradients` entry), one layer at a time: one forward + backward
     each, with only that layer on its split (unfused, two weight copies) and the others as in
-    training. Splitting every layer in one pass held every layer's copies, their gradients and
-    the unfused activations at once: about twice a training micro-step's memory (#27). The
-    gradients are the same either way (the split forward computes the same function).
+    training but frozen (:func:`_gradients_of`). Splitting every layer in one pass held every
+    layer's copies, their gradients and the unfused activations at once: about twice a training
+    micro-step's memory (#27). The gradients are the same either way (the split forward computes
+    the same function).
     ``torch.autograd.grad`` is used, so no parameter's ``.grad`` is touched."""
     ffns = dict(ffn_layers(model))
     x, y = x.to(device), y.to(device)
